@@ -1,0 +1,1 @@
+from orienmask_tf.backbones.darknet53 import Darknet53Backbone

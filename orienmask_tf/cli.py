@@ -1,0 +1,177 @@
+"""``orienmask-tf``: one command line for the model zoo.
+
+Subcommands turn a config into kwargs and call the package; they hold no
+model logic themselves.
+"""
+
+import argparse
+import json
+import os
+import sys
+
+
+def _quiet_tensorflow():
+    # TF's C++ start-up chatter hides the actual output of a CLI command.
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+
+def _add_config_args(parser):
+    parser.add_argument(
+        "--config", required=True,
+        help="experiment YAML in configs/ (only overrides of the defaults)")
+    parser.add_argument(
+        "--set", dest="overrides", action="append", default=[],
+        metavar="KEY=VALUE",
+        help="override a config value, e.g. --set model.num_classes=3 "
+             "(repeatable; values are YAML)")
+
+
+def _build_model(config, image_shape=(None, None, 3)):
+    from orienmask_tf.models import OrienMask
+
+    return OrienMask(**config.model_kwargs(), image_shape=image_shape,
+                     name=config.name)
+
+
+def _count(weights):
+    import numpy as np
+
+    return int(sum(np.prod(w.shape) for w in weights))
+
+
+def cmd_info(args):
+    from orienmask_tf.config import load_config
+
+    config = load_config(args.config, args.overrides)
+    height, width = args.image_size or config.image_size
+    model = _build_model(config)
+    trainable = _count(model.trainable_weights)
+    frozen = _count(model.non_trainable_weights)
+    shapes = model.output_shapes(height, width, args.batch_size)
+    info = {
+        "config": args.config,
+        "name": config.name,
+        "reproduces": config.reproduces,
+        "model": config.model_kwargs(),
+        "input_shape": [args.batch_size, height, width, 3],
+        "trainable_parameters": trainable,
+        "non_trainable_parameters": frozen,
+        "total_parameters": trainable + frozen,
+        "output_shapes": {k: list(v) for k, v in shapes.items()},
+        "anchors": config.anchor_array().tolist(),
+    }
+    if args.json:
+        print(json.dumps(info, indent=2))
+        return 0
+    m = config.model
+    print(f"config      {args.config} ({config.name})")
+    if config.reproduces:
+        print(f"reproduces  {config.reproduces}")
+    print(f"model       OrienMask variant={m.variant} classes={m.num_classes} "
+          f"anchors/scale={m.num_anchors} width={m.width} "
+          f"blocks={list(m.stackwise_num_blocks)} "
+          f"synchronized_bn={m.synchronized_bn}")
+    print(f"parameters  {trainable:,} trainable + {frozen:,} non-trainable "
+          f"(BatchNorm moving statistics) = {trainable + frozen:,}")
+    print(f"input       {info['input_shape']} float32 RGB in [0, 1] (NHWC)")
+    print("outputs")
+    for key, shape in shapes.items():
+        print(f"  {key:<10s}  {list(shape)}")
+    anchors = ", ".join(f"{w:g}x{h:g}" for w, h in config.anchor_array())
+    print(f"anchors     {anchors} (px, stride 8 / 16 / 32 groups of "
+          f"{m.num_anchors})")
+    return 0
+
+
+def cmd_convert(args):
+    from orienmask_tf.config import load_config
+    from orienmask_tf.convert import check_official_config
+    from orienmask_tf.convert import convert_state_dict
+    from orienmask_tf.convert import load_state_dict
+
+    if not args.output.endswith(".keras"):
+        raise ValueError(f"--output {args.output}: expected a .keras file name")
+    config = load_config(args.config, args.overrides)
+    state_dict, official_config = load_state_dict(args.checkpoint,
+                                                  return_config=True)
+    model = _build_model(config)
+    if args.part != "backbone":
+        check_official_config(model, official_config, args.checkpoint)
+    report = convert_state_dict(model, state_dict, part=args.part,
+                                skip_keys=args.skip_keys,
+                                source=args.checkpoint)
+    os.makedirs(os.path.dirname(os.path.abspath(args.output)), exist_ok=True)
+    model.save(args.output)
+    print(f"converted {args.checkpoint}: {report['assigned']} tensors into the "
+          f"{report['part']} of OrienMask {config.model.variant} "
+          f"({config.model.num_classes} classes)")
+    if report["skipped"]:
+        print(f"skipped by --skip-keys ({len(report['skipped'])}): "
+              + ", ".join(report["skipped"]))
+    if report["part"] == "backbone":
+        print("the necks and heads keep their fresh initialization")
+    print(f"wrote {args.output}")
+    return 0
+
+
+def build_parser():
+    parser = argparse.ArgumentParser(
+        prog="orienmask-tf",
+        description="OrienMask real-time instance segmentation in Keras 3 / "
+                    "TensorFlow 2.")
+    from orienmask_tf import __version__
+
+    parser.add_argument("--version", action="version",
+                        version=f"orienmask-tf {__version__}")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+    commands.required = True
+
+    info = commands.add_parser(
+        "info", help="build a model from a config; print its parameter "
+                     "count and output shapes")
+    _add_config_args(info)
+    info.add_argument("--image-size", type=int, nargs=2,
+                      metavar=("HEIGHT", "WIDTH"),
+                      help="input size (default: the config's image_size)")
+    info.add_argument("--batch-size", type=int, default=1)
+    info.add_argument("--json", action="store_true",
+                      help="print machine-readable JSON")
+    info.set_defaults(func=cmd_info)
+
+    convert = commands.add_parser(
+        "convert", help="import an official PyTorch OrienMask checkpoint "
+                        "into a .keras model")
+    convert.add_argument(
+        "--checkpoint", required=True,
+        help="official .pth (read with torch.load(weights_only=True); needs "
+             "the [torch] extra) or a .npz state_dict")
+    _add_config_args(convert)
+    convert.add_argument("--output", required=True,
+                         help="the .keras file to write")
+    convert.add_argument(
+        "--part", choices=("auto", "full", "backbone"), default="auto",
+        help="full model (orienmask_yolo.pth) or Darknet-53 backbone only "
+             "(pretrained_darknet53.pth); auto looks for 'backbone.' keys")
+    convert.add_argument(
+        "--skip-keys", metavar="REGEX",
+        help="ignore checkpoint keys matching this regex (reported); every "
+             "other key must match exactly")
+    convert.set_defaults(func=cmd_convert)
+    return parser
+
+
+def main(argv=None):
+    _quiet_tensorflow()
+    args = build_parser().parse_args(argv)
+    from orienmask_tf.config import ConfigError
+    from orienmask_tf.convert import CheckpointError
+
+    try:
+        return args.func(args)
+    except (ConfigError, CheckpointError, ValueError) as error:
+        print(f"orienmask-tf {args.command}: error: {error}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,6 @@
+from orienmask_tf.convert.orienmask_keys import check_official_config
+from orienmask_tf.convert.orienmask_keys import convert_state_dict
+from orienmask_tf.convert.orienmask_keys import state_dict_from_model
+from orienmask_tf.convert.orienmask_keys import torch_weight_map
+from orienmask_tf.convert.torch_checkpoint import CheckpointError
+from orienmask_tf.convert.torch_checkpoint import load_state_dict

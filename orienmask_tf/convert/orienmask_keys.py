@@ -1,0 +1,212 @@
+"""Official OrienMask state_dict keys <-> Keras weights of ``OrienMask``.
+
+Keras layers carry the PyTorch module path as their name (see
+``layers/conv_bn.py``), so each official key ``<module>.<param>`` maps to the
+weight ``<param>`` of the Keras layer ``<module>`` (inside the nested
+``backbone`` model for keys starting with ``backbone.``):
+
+| PyTorch | Keras | layout |
+|---|---|---|
+| Conv2d ``weight`` (O, I, kh, kw) | Conv2D ``kernel`` (kh, kw, I, O) | transpose (2, 3, 1, 0) |
+| Conv2d ``bias`` | Conv2D ``bias`` | same |
+| BatchNorm2d ``weight`` / ``bias`` | ``gamma`` / ``beta`` | same |
+| BatchNorm2d ``running_mean`` / ``running_var`` | ``moving_mean`` / ``moving_variance`` | same |
+| BatchNorm2d ``num_batches_tracked`` | (none) | dropped: only used by momentum=None |
+"""
+
+import re
+
+import keras
+import numpy as np
+
+from orienmask_tf.convert.torch_checkpoint import CheckpointError
+from orienmask_tf.models.orienmask import OFFICIAL_CLASS_NAMES
+
+_CONV_PARAMS = {"weight": "kernel", "bias": "bias"}
+_BN_PARAMS = {"weight": "gamma", "bias": "beta", "running_mean": "moving_mean",
+              "running_var": "moving_variance"}
+NUM_BATCHES_TRACKED = "num_batches_tracked"
+_MAX_LISTED = 20
+
+
+def _kernel_to_torch(kernel):
+    return np.transpose(kernel, (3, 2, 0, 1))
+
+
+def _kernel_from_torch(weight):
+    return np.transpose(weight, (2, 3, 1, 0))
+
+
+def _identity(array):
+    return array
+
+
+class WeightSlot:
+    """One Keras variable and how an official tensor is laid into it."""
+
+    def __init__(self, variable, from_torch, to_torch):
+        self.variable = variable
+        self.from_torch = from_torch
+        self.to_torch = to_torch
+
+    @property
+    def torch_shape(self):
+        return tuple(self.to_torch(np.zeros(self.variable.shape)).shape)
+
+
+def _walk(model, prefix):
+    for layer in model.layers:
+        if isinstance(layer, keras.Model):
+            yield from _walk(layer, f"{prefix}{layer.name}.")
+        elif isinstance(layer, keras.layers.Conv2D):
+            yield f"{prefix}{layer.name}", layer, _CONV_PARAMS
+        elif isinstance(layer, keras.layers.BatchNormalization):
+            yield f"{prefix}{layer.name}", layer, _BN_PARAMS
+        elif layer.weights:
+            raise TypeError(
+                f"no official counterpart known for weights of layer "
+                f"{prefix}{layer.name} ({type(layer).__name__})")
+
+
+def torch_weight_map(model, part="full"):
+    """Map every official key to the Keras variable it fills.
+
+    Args:
+        model: an ``OrienMask``.
+        part: ``"full"`` for a whole-model state_dict (``backbone.conv1...``,
+            ``neck32...``) or ``"backbone"`` for a Darknet-53 state_dict such
+            as ``pretrained_darknet53.pth`` (``conv1...`` without prefix).
+
+    Returns:
+        ``(slots, bn_counters)``: ``{key: WeightSlot}`` in model order, and the
+        set of ``num_batches_tracked`` keys that are accepted and dropped.
+    """
+    if part == "full":
+        root, prefix = model, ""
+    elif part == "backbone":
+        root, prefix = model.get_layer("backbone"), ""
+    else:
+        raise ValueError(f"part must be 'full' or 'backbone', got {part!r}")
+    slots, bn_counters = {}, set()
+    for module, layer, params in _walk(root, prefix):
+        for torch_name, keras_name in params.items():
+            variable = getattr(layer, keras_name, None)
+            if variable is None:
+                continue
+            is_kernel = keras_name == "kernel"
+            slots[f"{module}.{torch_name}"] = WeightSlot(
+                variable,
+                _kernel_from_torch if is_kernel else _identity,
+                _kernel_to_torch if is_kernel else _identity)
+        if params is _BN_PARAMS:
+            bn_counters.add(f"{module}.{NUM_BATCHES_TRACKED}")
+    return slots, bn_counters
+
+
+def _listing(title, items):
+    items = sorted(items)
+    shown = ", ".join(items[:_MAX_LISTED])
+    more = f" (+{len(items) - _MAX_LISTED} more)" if len(items) > _MAX_LISTED else ""
+    return f"  {title} ({len(items)}): {shown}{more}"
+
+
+def guess_part(state_dict):
+    """``"full"`` if any key starts with ``backbone.``, else ``"backbone"``."""
+    return "full" if any(k.startswith("backbone.") for k in state_dict) else "backbone"
+
+
+def convert_state_dict(model, state_dict, part="auto", skip_keys=None,
+                       source="checkpoint"):
+    """Write an official state_dict into ``model``; strict and all-or-nothing.
+
+    Args:
+        model: an ``OrienMask`` whose architecture matches the checkpoint.
+        state_dict: ``{key: np.ndarray}`` (see ``load_state_dict``).
+        part: ``"full"``, ``"backbone"`` or ``"auto"`` (``guess_part``).
+        skip_keys: optional regex; matching keys are deliberately ignored.
+        source: name of the file, used in error messages.
+
+    Returns:
+        dict with ``part``, ``assigned`` (number of tensors written) and
+        ``skipped`` (keys ignored through ``skip_keys``).
+
+    Raises:
+        CheckpointError: listing every missing, unexpected and mis-shaped key;
+            nothing is written to the model in that case.
+    """
+    if part == "auto":
+        part = guess_part(state_dict)
+    slots, bn_counters = torch_weight_map(model, part)
+    pattern = re.compile(skip_keys) if skip_keys else None
+    skipped = sorted(k for k in state_dict if pattern and pattern.search(k))
+    entries = {k: v for k, v in state_dict.items() if k not in skipped}
+    missing = [k for k in slots if k not in entries]
+    unexpected = [k for k in entries if k not in slots and k not in bn_counters]
+    mis_shaped = [
+        f"{k} {tuple(np.shape(entries[k]))} != expected {slots[k].torch_shape}"
+        for k in slots if k in entries
+        and tuple(np.shape(entries[k])) != slots[k].torch_shape
+    ]
+    bad_dtype = [
+        f"{k} ({np.asarray(entries[k]).dtype})" for k in slots if k in entries
+        and not np.issubdtype(np.asarray(entries[k]).dtype, np.floating)
+    ]
+    problems = [
+        _listing(title, items) for title, items in (
+            ("missing keys", missing), ("unexpected keys", unexpected),
+            ("wrong shapes", mis_shaped), ("non-float tensors", bad_dtype))
+        if items
+    ]
+    if problems:
+        raise CheckpointError(
+            f"{source}: does not match the {part} OrienMask "
+            f"({getattr(model, 'variant', '?')}, "
+            f"{getattr(model, 'num_classes', '?')} classes); nothing was "
+            "loaded:\n" + "\n".join(problems))
+    for key, slot in slots.items():
+        value = slot.from_torch(np.asarray(entries[key], dtype=np.float32))
+        slot.variable.assign(value.astype(slot.variable.dtype))
+    return {"part": part, "assigned": len(slots), "skipped": skipped}
+
+
+def check_official_config(model, config, source="checkpoint"):
+    """Compare the ``config`` saved by the official trainer with ``model``.
+
+    Catches a checkpoint of the other variant or another class count with a
+    message in terms of the official names, before any key is compared.
+    """
+    model_config = (config or {}).get("model") if isinstance(config, dict) else None
+    if not isinstance(model_config, dict):
+        return
+    expected = OFFICIAL_CLASS_NAMES[model.variant]
+    found = model_config.get("type")
+    if found is not None and found != expected:
+        variant = {v: k for k, v in OFFICIAL_CLASS_NAMES.items()}.get(found, "?")
+        raise CheckpointError(
+            f"{source}: was trained as {found} (variant {variant!r}) but the "
+            f"config builds {expected} (variant {model.variant!r}); set "
+            f"model.variant={variant}")
+    for key, ours in (("num_classes", model.num_classes),
+                      ("num_anchors", model.num_anchors)):
+        theirs = model_config.get(key)
+        if theirs is not None and int(theirs) != ours:
+            raise CheckpointError(
+                f"{source}: was trained with {key}={theirs} but the config "
+                f"builds {key}={ours}; set model.{key}={theirs}")
+
+
+def state_dict_from_model(model, part="full"):
+    """Read the model back as an official state_dict ``{key: np.ndarray}``.
+
+    BatchNorm ``num_batches_tracked`` entries are written as int64 zeros so
+    the result loads into the official model with ``strict=True``.
+    """
+    slots, bn_counters = torch_weight_map(model, part)
+    state_dict = {}
+    for key, slot in slots.items():
+        state_dict[key] = slot.to_torch(keras.ops.convert_to_numpy(slot.variable))
+        module = key.rsplit(".", 1)[0]
+        counter = f"{module}.{NUM_BATCHES_TRACKED}"
+        if key.endswith("running_var") and counter in bn_counters:
+            state_dict[counter] = np.zeros((), dtype=np.int64)
+    return state_dict

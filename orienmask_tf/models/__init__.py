@@ -1,0 +1,1 @@
+from orienmask_tf.models.orienmask import OrienMask

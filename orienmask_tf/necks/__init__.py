@@ -1,0 +1,1 @@
+from orienmask_tf.necks.yolo_fpn import yolo_fpn

@@ -1,0 +1,147 @@
+"""Forward-pass latency of the OrienMask network: eager vs tf.function vs XLA.
+
+Writes a table into BENCHMARKS.md (between this script's markers) and prints
+it. The reference is the official PyTorch forward recorded on the same kind
+of machine (tests/fixtures/reference/orienmask/timing_cpu.json).
+
+    .venv/bin/python scripts/benchmark_model.py            # full 544 model
+    .venv/bin/python scripts/benchmark_model.py --runs 3 --config configs/tiny.yaml --no-write
+"""
+
+import argparse
+import json
+import os
+import pathlib
+import platform
+import statistics
+import time
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import numpy as np  # noqa: E402
+import tensorflow as tf  # noqa: E402
+
+from orienmask_tf.config import load_config  # noqa: E402
+from orienmask_tf.models import OrienMask  # noqa: E402
+
+REPO = pathlib.Path(__file__).resolve().parent.parent
+OFFICIAL_TIMING = REPO / "tests/fixtures/reference/orienmask/timing_cpu.json"
+MARK = "benchmark_model"
+
+
+def measure(fn, images, warmup, runs):
+    for _ in range(warmup):
+        _sync(fn(images))
+    wall, cpu = [], []
+    for _ in range(runs):
+        t0, c0 = time.perf_counter(), time.process_time()
+        _sync(fn(images))
+        wall.append(time.perf_counter() - t0)
+        cpu.append(time.process_time() - c0)
+    return {"median_ms": 1e3 * statistics.median(wall),
+            "min_ms": 1e3 * min(wall),
+            "cpu_per_wall": statistics.median(c / w for c, w in zip(cpu, wall))}
+
+
+def _sync(outputs):
+    for value in outputs.values():
+        np.asarray(value)
+
+
+def describe_machine():
+    gpus = tf.config.list_physical_devices("GPU")
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as f:
+            cpu = next(l.split(":", 1)[1].strip() for l in f
+                       if l.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    return (f"{cpu}, {os.cpu_count()} logical CPUs"
+            + (f", {len(gpus)} GPU(s)" if gpus else ", no GPU")
+            + f"; TensorFlow {tf.__version__}")
+
+
+def write_section(path, text):
+    start, end = f"<!-- {MARK}:start -->", f"<!-- {MARK}:end -->"
+    block = f"{start}\n{text}\n{end}"
+    current = path.read_text() if path.exists() else "# Benchmarks\n"
+    if start in current and end in current:
+        head, rest = current.split(start, 1)
+        current = head + block + rest.split(end, 1)[1]
+    else:
+        current = current.rstrip("\n") + "\n\n" + block + "\n"
+    path.write_text(current)
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--config", default=str(
+        REPO / "configs/orienmask_yolo_fpnplus_coco_544_anchor4.yaml"))
+    parser.add_argument("--batch-sizes", type=int, nargs="+", default=[1])
+    parser.add_argument("--warmup", type=int, default=3)
+    parser.add_argument("--runs", type=int, default=10)
+    parser.add_argument("--output", default=str(REPO / "BENCHMARKS.md"))
+    parser.add_argument("--no-write", action="store_true")
+    parser.add_argument(
+        "--reference-ms", type=float,
+        help="official PyTorch forward median (ms) measured on THIS machine; "
+             "default: the recorded timing_cpu.json figure")
+    parser.add_argument("--reference-note", default="",
+                        help="how --reference-ms was measured")
+    args = parser.parse_args()
+
+    config = load_config(args.config)
+    height, width = config.image_size
+    model = OrienMask(**config.model_kwargs())
+    params = model.count_params()
+    fns = {
+        "Keras eager (`model(x)`)": lambda x: model(x, training=False),
+        "`tf.function`": tf.function(
+            lambda x: model(x, training=False), reduce_retracing=True),
+        "`tf.function(jit_compile=True)` (XLA)": tf.function(
+            lambda x: model(x, training=False), jit_compile=True),
+    }
+    official = json.loads(OFFICIAL_TIMING.read_text())
+    ref_ms = args.reference_ms or official["median_forward_ms"]
+    rows = []
+    for batch in args.batch_sizes:
+        images = np.random.RandomState(0).uniform(
+            0, 1, (batch, height, width, 3)).astype(np.float32)
+        for name, fn in fns.items():
+            result = measure(fn, images, args.warmup, args.runs)
+            per_image = result["median_ms"] / batch
+            rows.append(
+                f"| {name} | {batch} | {result['median_ms']:.1f} | "
+                f"{result['min_ms']:.1f} | {per_image:.1f} | "
+                f"{1e3 / per_image:.2f} | {result['cpu_per_wall']:.2f} | "
+                + (f"{per_image / ref_ms:.2f} |" if batch == 1 else "- |"))
+            print(rows[-1], flush=True)
+    text = "\n".join([
+        f"## Network forward pass ({config.name}, {height}x{width}, float32)",
+        "",
+        f"`scripts/benchmark_model.py`, {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}"
+        f"; {describe_machine()}; {params:,} parameters; "
+        f"{args.warmup} warm-up + {args.runs} timed runs, random weights.",
+        "",
+        "| mode | batch | median ms | min ms | ms / image | images / s | "
+        "CPU time / wall | vs official PyTorch forward |",
+        "|---|---|---|---|---|---|---|---|",
+        *rows,
+        "",
+        (f"Reference: official PyTorch forward measured on this machine: "
+         f"median {ref_ms:.1f} ms at batch 1 ({args.reference_note}). "
+         if args.reference_ms else "")
+        + f"Recorded official figure (`timing_cpu.json`: {official['machine']}, "
+        f"torch {official['torch_version']}): median "
+        f"{official['median_forward_ms']:.1f} ms forward. The last column "
+        f"divides our median by {ref_ms:.1f} ms (< 1 is faster).",
+    ])
+    print(text)
+    if not args.no_write:
+        write_section(pathlib.Path(args.output), text)
+        print(f"wrote {args.output}")
+
+
+if __name__ == "__main__":
+    main()
