@@ -11,10 +11,6 @@ of machine (tests/fixtures/reference/orienmask/timing_cpu.json).
 import argparse
 import json
 import os
-import pathlib
-import platform
-import statistics
-import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -24,54 +20,21 @@ import tensorflow as tf  # noqa: E402
 from orienmask_tf.config import load_config  # noqa: E402
 from orienmask_tf.models import OrienMask  # noqa: E402
 
-REPO = pathlib.Path(__file__).resolve().parent.parent
+from benchmark_utils import REPO  # noqa: E402
+from benchmark_utils import describe_machine  # noqa: E402
+from benchmark_utils import measure  # noqa: E402
+from benchmark_utils import timestamp  # noqa: E402
+from benchmark_utils import write_section  # noqa: E402
+
 OFFICIAL_TIMING = REPO / "tests/fixtures/reference/orienmask/timing_cpu.json"
 MARK = "benchmark_model"
 
 
-def measure(fn, images, warmup, runs):
-    for _ in range(warmup):
-        _sync(fn(images))
-    wall, cpu = [], []
-    for _ in range(runs):
-        t0, c0 = time.perf_counter(), time.process_time()
-        _sync(fn(images))
-        wall.append(time.perf_counter() - t0)
-        cpu.append(time.process_time() - c0)
-    return {"median_ms": 1e3 * statistics.median(wall),
-            "min_ms": 1e3 * min(wall),
-            "cpu_per_wall": statistics.median(c / w for c, w in zip(cpu, wall))}
-
-
-def _sync(outputs):
-    for value in outputs.values():
-        np.asarray(value)
-
-
-def describe_machine():
-    gpus = tf.config.list_physical_devices("GPU")
-    cpu = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo") as f:
-            cpu = next(l.split(":", 1)[1].strip() for l in f
-                       if l.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
-    return (f"{cpu}, {os.cpu_count()} logical CPUs"
-            + (f", {len(gpus)} GPU(s)" if gpus else ", no GPU")
-            + f"; TensorFlow {tf.__version__}")
-
-
-def write_section(path, text):
-    start, end = f"<!-- {MARK}:start -->", f"<!-- {MARK}:end -->"
-    block = f"{start}\n{text}\n{end}"
-    current = path.read_text() if path.exists() else "# Benchmarks\n"
-    if start in current and end in current:
-        head, rest = current.split(start, 1)
-        current = head + block + rest.split(end, 1)[1]
-    else:
-        current = current.rstrip("\n") + "\n\n" + block + "\n"
-    path.write_text(current)
+def _forward(fn, images):
+    def run():
+        for value in fn(images).values():
+            np.asarray(value)
+    return run
 
 
 def main():
@@ -81,7 +44,6 @@ def main():
     parser.add_argument("--batch-sizes", type=int, nargs="+", default=[1])
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--runs", type=int, default=10)
-    parser.add_argument("--output", default=str(REPO / "BENCHMARKS.md"))
     parser.add_argument("--no-write", action="store_true")
     parser.add_argument(
         "--reference-ms", type=float,
@@ -109,7 +71,7 @@ def main():
         images = np.random.RandomState(0).uniform(
             0, 1, (batch, height, width, 3)).astype(np.float32)
         for name, fn in fns.items():
-            result = measure(fn, images, args.warmup, args.runs)
+            result = measure(_forward(fn, images), args.warmup, args.runs)
             per_image = result["median_ms"] / batch
             rows.append(
                 f"| {name} | {batch} | {result['median_ms']:.1f} | "
@@ -120,7 +82,7 @@ def main():
     text = "\n".join([
         f"## Network forward pass ({config.name}, {height}x{width}, float32)",
         "",
-        f"`scripts/benchmark_model.py`, {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}"
+        f"`scripts/benchmark_model.py`, {timestamp()}"
         f"; {describe_machine()}; {params:,} parameters; "
         f"{args.warmup} warm-up + {args.runs} timed runs, random weights.",
         "",
@@ -139,8 +101,8 @@ def main():
     ])
     print(text)
     if not args.no_write:
-        write_section(pathlib.Path(args.output), text)
-        print(f"wrote {args.output}")
+        write_section(MARK, text)
+        print("wrote BENCHMARKS.md")
 
 
 if __name__ == "__main__":
