@@ -29,29 +29,25 @@ NUM_BATCHES_TRACKED = "num_batches_tracked"
 _MAX_LISTED = 20
 
 
-def _kernel_to_torch(kernel):
-    return np.transpose(kernel, (3, 2, 0, 1))
-
-
-def _kernel_from_torch(weight):
-    return np.transpose(weight, (2, 3, 1, 0))
-
-
-def _identity(array):
-    return array
-
-
 class WeightSlot:
     """One Keras variable and how an official tensor is laid into it."""
 
-    def __init__(self, variable, from_torch, to_torch):
+    def __init__(self, variable, is_kernel):
         self.variable = variable
-        self.from_torch = from_torch
-        self.to_torch = to_torch
+        self.is_kernel = is_kernel
 
     @property
     def torch_shape(self):
-        return tuple(self.to_torch(np.zeros(self.variable.shape)).shape)
+        shape = tuple(self.variable.shape)
+        if self.is_kernel:  # (kh, kw, I, O) -> (O, I, kh, kw)
+            return (shape[3], shape[2], shape[0], shape[1])
+        return shape
+
+    def from_torch(self, array):
+        return np.transpose(array, (2, 3, 1, 0)) if self.is_kernel else array
+
+    def to_torch(self, array):
+        return np.transpose(array, (3, 2, 0, 1)) if self.is_kernel else array
 
 
 def _walk(model, prefix):
@@ -93,11 +89,8 @@ def torch_weight_map(model, part="full"):
             variable = getattr(layer, keras_name, None)
             if variable is None:
                 continue
-            is_kernel = keras_name == "kernel"
             slots[f"{module}.{torch_name}"] = WeightSlot(
-                variable,
-                _kernel_from_torch if is_kernel else _identity,
-                _kernel_to_torch if is_kernel else _identity)
+                variable, is_kernel=keras_name == "kernel")
         if params is _BN_PARAMS:
             bn_counters.add(f"{module}.{NUM_BATCHES_TRACKED}")
     return slots, bn_counters
