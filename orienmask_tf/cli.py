@@ -114,6 +114,110 @@ def cmd_convert(args):
     return 0
 
 
+def _load_keras_model(path):
+    import keras
+
+    from orienmask_tf.models import OrienMask
+
+    if not os.path.isfile(path):
+        raise ValueError(f"--model {path}: no such file (expected a .keras "
+                         "model from `orienmask-tf convert` or training)")
+    model = keras.models.load_model(path)
+    if not isinstance(model, OrienMask):
+        raise ValueError(f"--model {path}: expected an OrienMask model, got "
+                         f"{type(model).__name__}")
+    return model
+
+
+def _decode_kwargs(config):
+    import dataclasses
+
+    return dataclasses.asdict(config.decode)
+
+
+def _read_calibration_images(directory, image_size, limit):
+    import cv2
+    import numpy as np
+
+    if not directory or not os.path.isdir(directory):
+        raise ValueError(f"--calibration-images {directory}: expected a "
+                         "folder of images (needed for --quantize int8)")
+    names = sorted(n for n in os.listdir(directory) if n.lower().endswith(
+        (".jpg", ".jpeg", ".png", ".bmp")))[:limit]
+    images = []
+    for name in names:
+        image = cv2.imread(os.path.join(directory, name), cv2.IMREAD_COLOR)
+        if image is None:
+            print(f"skipping unreadable calibration image {name}",
+                  file=sys.stderr)
+            continue
+        image = cv2.resize(image[:, :, ::-1], image_size[::-1],
+                           interpolation=cv2.INTER_LINEAR)
+        images.append((image[None] / 255.0).astype(np.float32))
+    if not images:
+        raise ValueError(f"--calibration-images {directory}: no readable "
+                         ".jpg/.jpeg/.png/.bmp image")
+    return images
+
+
+def cmd_export(args):
+    from orienmask_tf.config import config_to_dict
+    from orienmask_tf.config import load_config
+
+    config = load_config(args.config, args.overrides)
+    model = _load_keras_model(args.model)
+    if model.num_classes != config.model.num_classes:
+        raise ValueError(
+            f"--model {args.model} has {model.num_classes} classes but the "
+            f"config says model.num_classes={config.model.num_classes}")
+    common = (model, config.image_size, config.anchor_array(),
+              _decode_kwargs(config))
+    name = args.model_name or config.name
+    if args.format == "saved_model":
+        from orienmask_tf.export.saved_model import export_saved_model
+        from orienmask_tf.export.saved_model import next_version
+
+        if args.quantize:
+            raise ValueError("--quantize applies to --format tflite only")
+        model_dir = os.path.join(args.output or "saved_models", name)
+        version = args.version or next_version(model_dir)
+        export_dir = os.path.join(model_dir, str(version))
+        if os.path.exists(export_dir):
+            raise ValueError(f"{export_dir} exists; TF Serving versions are "
+                             "immutable, pick another --version")
+        export_saved_model(*common, export_dir,
+                           metadata={"config": config_to_dict(config),
+                                     "source_model": args.model})
+        print(f"wrote {export_dir} (TF Serving: model_name={name}, "
+              f"version {version}); inspect with "
+              f"`saved_model_cli show --dir {export_dir} --all`")
+    elif args.format == "tflite":
+        from orienmask_tf.export.tflite import convert_tflite
+
+        calibration = None
+        if args.quantize == "int8":
+            calibration = _read_calibration_images(
+                args.calibration_images, config.image_size, args.calibration_count)
+        output = args.output or os.path.join(
+            "saved_models", f"{name}{'_' + args.quantize if args.quantize else ''}.tflite")
+        flatbuffer = convert_tflite(*common, quantize=args.quantize,
+                                    calibration=calibration)
+        os.makedirs(os.path.dirname(os.path.abspath(output)), exist_ok=True)
+        with open(output, "wb") as f:
+            f.write(flatbuffer)
+        print(f"wrote {output} ({len(flatbuffer) / 2**20:.1f} MiB)")
+    else:
+        from orienmask_tf.export.onnx import export_onnx
+
+        if args.quantize:
+            raise ValueError("--quantize applies to --format tflite only")
+        output = args.output or os.path.join("saved_models", f"{name}.onnx")
+        os.makedirs(os.path.dirname(os.path.abspath(output)), exist_ok=True)
+        export_onnx(*common, output)
+        print(f"wrote {output} (opset 17)")
+    return 0
+
+
 def build_parser():
     parser = argparse.ArgumentParser(
         prog="orienmask-tf",
@@ -157,6 +261,37 @@ def build_parser():
         help="ignore checkpoint keys matching this regex (reported); every "
              "other key must match exactly")
     convert.set_defaults(func=cmd_convert)
+
+    export = commands.add_parser(
+        "export", help="export a .keras model with its decoding: SavedModel "
+                       "(TF Serving), TFLite or ONNX")
+    export.add_argument("--model", required=True, help="the .keras model")
+    _add_config_args(export)
+    export.add_argument("--format", choices=("saved_model", "tflite", "onnx"),
+                        default="saved_model")
+    export.add_argument(
+        "--quantize", choices=("fp16", "int8-dynamic", "int8"),
+        help="TFLite quantization (int8 needs --calibration-images)")
+    export.add_argument("--calibration-images", metavar="DIR",
+                        help="images for full int8 calibration")
+    export.add_argument("--calibration-count", type=int, default=32,
+                        help="at most this many calibration images")
+    export.add_argument(
+        "--output", help="saved_model: the folder holding <model_name>/"
+                         "<version>/ (default saved_models); tflite / onnx: "
+                         "the file (default saved_models/<name>.tflite|onnx)")
+    export.add_argument("--model-name", help="default: the config name")
+    export.add_argument("--version", type=int,
+                        help="SavedModel version (default: next free)")
+    export.set_defaults(func=cmd_export)
+
+    from orienmask_tf.data import shapes
+    from orienmask_tf.data import tfrecord
+    from orienmask_tf.eval import coco_eval
+
+    shapes.add_parser(commands)
+    tfrecord.add_parser(commands)
+    coco_eval.add_parser(commands)
     return parser
 
 

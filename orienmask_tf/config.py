@@ -90,6 +90,33 @@ class TrainConfig:
 
 
 @dataclasses.dataclass(frozen=True)
+class DataConfig:
+    """Input pipeline (``orienmask_tf.data.build_dataset``).
+
+    ``*_annotations`` / ``*_images``: COCO instances JSON and image folder;
+    ``*_tfrecords``: a file pattern of ``prepare-data`` shards, used instead
+    of the JSON when set. ``recipe``: ``"orienmask"`` or ``"yolact"``
+    augmentation (``augment.RECIPES``). ``on_error``: ``"raise"`` or
+    ``"skip"`` for bad inputs (``coco.load_coco``).
+    """
+
+    train_annotations: str = ""
+    train_images: str = ""
+    val_annotations: str = ""
+    val_images: str = ""
+    train_tfrecords: str = ""
+    val_tfrecords: str = ""
+    recipe: str = "orienmask"
+    max_instances: int = 100
+    min_box_size: float = 1.0
+    shuffle_buffer: int = 1000
+    on_error: str = "raise"
+    deterministic: bool = False
+    num_parallel_calls: int = -1  # -1 = tf.data.AUTOTUNE
+    seed: int = 0
+
+
+@dataclasses.dataclass(frozen=True)
 class Experiment:
     """One experiment: what it reproduces, input size, anchors and sections.
 
@@ -105,6 +132,7 @@ class Experiment:
     loss: LossConfig = LossConfig()
     decode: DecodeConfig = DecodeConfig()
     train: TrainConfig = TrainConfig()
+    data: DataConfig = DataConfig()
 
     def model_kwargs(self):
         """kwargs for ``OrienMask(**kwargs)``; input shape left dynamic."""
@@ -227,6 +255,14 @@ def _validate(config):
     if config.decode.nms not in ("greedy", "fast"):
         raise ConfigError(
             f"decode.nms: expected 'greedy' or 'fast', got {config.decode.nms!r}")
+    if config.data.recipe not in ("orienmask", "yolact"):
+        raise ConfigError(
+            f"data.recipe: expected 'orienmask' or 'yolact', got "
+            f"{config.data.recipe!r}")
+    if config.data.on_error not in ("raise", "skip"):
+        raise ConfigError(
+            f"data.on_error: expected 'raise' or 'skip', got "
+            f"{config.data.on_error!r}")
     if len(config.loss.weights) != 7 or len(config.loss.scales_weight) != 3:
         raise ConfigError(
             "loss.weights needs 7 values and loss.scales_weight 3 values")

@@ -3,5 +3,5 @@
 # then run the whole suite (extra arguments go to pytest).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-bash scripts/setup_env.sh test,torch
+bash scripts/setup_env.sh test,torch,export,fast-eval
 .venv/bin/python -m pytest "$@"

@@ -9,7 +9,6 @@ import pytest
 
 from orienmask_tf import cli
 from orienmask_tf.convert import state_dict_from_model
-from orienmask_tf.models import OrienMask
 from tests import testing
 
 TINY = str(testing.CONFIGS_DIR / "tiny.yaml")
@@ -67,15 +66,8 @@ def test_info_reports_config_errors(capsys):
     assert "multiple of 32" in capsys.readouterr().err
 
 
-def _tiny_state_dict(seed):
-    model = OrienMask(**testing.TINY_KWARGS)
-    listing = {"state_dict": [{"key": k, "shape": list(np.shape(v))}
-                              for k, v in state_dict_from_model(model).items()]}
-    return testing.random_official_state_dict(listing, seed=seed)
-
-
 def test_convert_npz_to_keras(tmp_path, capsys):
-    state_dict = _tiny_state_dict(seed=7)
+    state_dict = testing.tiny_state_dict(seed=7)
     checkpoint = tmp_path / "official.npz"
     np.savez(checkpoint, **state_dict)
     output = tmp_path / "out" / "model.keras"
@@ -93,7 +85,7 @@ def test_convert_npz_to_keras(tmp_path, capsys):
 def test_convert_official_pth_to_keras_and_backbone_only(tmp_path, capsys):
     import torch
 
-    state_dict = _tiny_state_dict(seed=8)
+    state_dict = testing.tiny_state_dict(seed=8)
     tensors = {k: torch.from_numpy(np.array(v)) for k, v in state_dict.items()}
     checkpoint = tmp_path / "orienmask_yolo.pth"
     torch.save({"state_dict": tensors, "config": {"model": {
@@ -125,7 +117,7 @@ def test_convert_official_pth_to_keras_and_backbone_only(tmp_path, capsys):
 
 
 def test_convert_reports_bad_checkpoints(tmp_path, capsys):
-    state_dict = _tiny_state_dict(seed=9)
+    state_dict = testing.tiny_state_dict(seed=9)
     del state_dict["neck4.2.conv_block.1.running_mean"]
     checkpoint = tmp_path / "partial.npz"
     np.savez(checkpoint, **state_dict)

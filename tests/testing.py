@@ -69,3 +69,31 @@ def random_images(batch, height, width, seed=0):
     rng = np.random.RandomState(seed)
     pixels = rng.randint(0, 256, size=(batch, height, width, 3))
     return (pixels / 255.0).astype(np.float32)
+
+
+def tiny_state_dict(seed=0, **overrides):
+    """Random official-layout state_dict for a tiny ``OrienMask``."""
+    from orienmask_tf.convert import state_dict_from_model
+    from orienmask_tf.models import OrienMask
+
+    model = OrienMask(**{**TINY_KWARGS, **overrides})
+    listing = {"state_dict": [
+        {"key": k, "shape": list(np.shape(v))}
+        for k, v in state_dict_from_model(model).items()]}
+    return random_official_state_dict(listing, seed=seed)
+
+
+def random_tiny_model(seed=0, **overrides):
+    """Tiny ``OrienMask`` with non-degenerate random weights.
+
+    A freshly initialised network (PyTorch init, identity BatchNorm) decays
+    its signal to almost constant outputs, so scores tie everywhere and the
+    detection order becomes a matter of tie-breaking; these weights keep
+    activations O(1) like a trained model's.
+    """
+    from orienmask_tf.convert import convert_state_dict
+    from orienmask_tf.models import OrienMask
+
+    model = OrienMask(**{**TINY_KWARGS, **overrides})
+    convert_state_dict(model, tiny_state_dict(seed, **overrides))
+    return model

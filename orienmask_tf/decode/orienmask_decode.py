@@ -140,8 +140,8 @@ def select_candidates(scores, conf_thresh, nms_pre):
     ``valid = False``.
     """
     batch = tf.shape(scores)[0]
-    flat = tf.reshape(scores, (batch, -1))
-    total = flat.shape[1]
+    total = scores.shape[1] * scores.shape[2]  # static even if batch is not
+    flat = tf.reshape(scores, (batch, total))
     above = flat > conf_thresh
     count = tf.reduce_sum(tf.cast(above, tf.int32), axis=1)
     ranked = tf.where(above, flat, -1.0)

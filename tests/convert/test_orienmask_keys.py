@@ -82,12 +82,7 @@ def test_conv_kernel_is_transposed_from_oihw():
 
 @pytest.fixture()
 def tiny():
-    model = OrienMask(**testing.TINY_KWARGS)
-    state_dict = testing.random_official_state_dict(
-        {"state_dict": [{"key": k, "shape": list(np.shape(v))}
-                        for k, v in state_dict_from_model(model).items()]},
-        seed=5)
-    return model, state_dict
+    return OrienMask(**testing.TINY_KWARGS), testing.tiny_state_dict(seed=5)
 
 
 def _assert_nothing_loaded(model, state_dict):

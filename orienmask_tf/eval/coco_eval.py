@@ -1,0 +1,316 @@
+"""COCO evaluation: detections -> COCO results -> bbox and segm AP.
+
+Detections in the network-input frame (padded, as the decoders return
+them) are mapped back to the original image with the ``image_info`` of the
+input pipeline (``[scale_y, scale_x, pad_top, pad_left, original_h,
+original_w]``): boxes become ``[x, y, w, h]`` in original pixels, masks are
+sampled at the original resolution and stored as compressed RLE. The
+results are scored with pycocotools (or faster-coco-eval, an optional
+extra giving the same numbers faster), which prints the standard
+12-number tables.
+"""
+
+import contextlib
+import io
+import json
+import os
+
+import cv2
+import numpy as np
+from pycocotools import mask as mask_utils
+
+METRIC_KEYS = ("AP", "AP50", "AP75", "APs", "APm", "APl",
+               "AR1", "AR10", "AR100", "ARs", "ARm", "ARl")
+IOU_TYPES = ("bbox", "segm")
+BACKENDS = ("pycocotools", "faster_coco_eval")
+
+
+def to_original_frame(boxes_xyxy, masks, image_info,
+                      interpolation="bilinear"):
+    """Input-frame detections -> original image (numpy).
+
+    Args:
+        boxes_xyxy: ``(P, 4)`` corners in input pixels.
+        masks: ``(P, H, W)`` bool/uint8 input-frame masks, or None.
+        image_info: ``(6,)`` ``[sy, sx, top, left, h0, w0]``; the input
+            pixel of original point (x, y) is ``(x * sx + left, y * sy +
+            top)`` (a negative ``sx`` is a horizontal flip).
+        interpolation: ``"bilinear"`` (official ``COCOMetrics``: cut the
+            image region out of the input, flip it back, bilinear resize to
+            the original size with half-pixel centres, foreground where the
+            value is > 0.5) or ``"nearest"`` (each original pixel takes the
+            input pixel containing its centre).
+
+    Returns:
+        ``(boxes (P, 4) original corners clipped to the image, masks
+        (P, h0, w0) uint8 or None)``.
+    """
+    sy, sx, top, left, h0, w0 = (float(v) for v in image_info)
+    h0, w0 = int(round(h0)), int(round(w0))
+    boxes = np.asarray(boxes_xyxy, np.float64).reshape(-1, 4)
+    xs = (boxes[:, [0, 2]] - left) / sx
+    ys = (boxes[:, [1, 3]] - top) / sy
+    out = np.stack([xs.min(1), ys.min(1), xs.max(1), ys.max(1)], -1)
+    out = np.clip(out, 0, [w0, h0, w0, h0])
+    if masks is None:
+        return out, None
+    masks = np.asarray(masks)
+    height, width = masks.shape[-2:]
+    if interpolation == "nearest":
+        rows = np.floor((np.arange(h0) + 0.5) * sy + top).astype(np.int64)
+        cols = np.floor((np.arange(w0) + 0.5) * sx + left).astype(np.int64)
+        rows = np.clip(rows, 0, height - 1)
+        cols = np.clip(cols, 0, width - 1)
+        return out, (masks[:, rows][:, :, cols] > 0).astype(np.uint8)
+    if interpolation != "bilinear":
+        raise ValueError(f"interpolation must be 'bilinear' or 'nearest', "
+                         f"got {interpolation!r}")
+    if sx < 0:  # undo the flip first: x' = W - x
+        masks = masks[..., ::-1]
+        sx, left = -sx, width - left
+    r0 = int(np.clip(round(top), 0, height))
+    r1 = int(np.clip(round(top + h0 * sy), r0 + 1, height))
+    c0 = int(np.clip(round(left), 0, width))
+    c1 = int(np.clip(round(left + w0 * sx), c0 + 1, width))
+    original = np.empty((len(masks), h0, w0), np.uint8)
+    for mask, dst in zip(masks, original):
+        region = np.ascontiguousarray(mask[r0:r1, c0:c1], np.float32)
+        up = cv2.resize(region, (w0, h0), interpolation=cv2.INTER_LINEAR)
+        dst[...] = up > 0.5
+    return out, original
+
+
+def encode_mask(mask):
+    """``(H, W)`` {0, 1} -> JSON-ready compressed RLE."""
+    rle = mask_utils.encode(np.asfortranarray(mask.astype(np.uint8)))
+    return {"size": [int(v) for v in rle["size"]],
+            "counts": rle["counts"].decode("ascii")}
+
+
+def detections_to_coco(image_id, boxes_xyxy, scores, classes, category_ids,
+                       masks=None, image_info=None, num_detections=None):
+    """One image's detections -> ``(bbox_results, segm_results)`` lists.
+
+    Args:
+        image_id: COCO image id.
+        boxes_xyxy: ``(P, 4)`` corners, input pixels (or original pixels
+            when ``image_info`` is None).
+        scores: ``(P,)``; classes: ``(P,)`` contiguous labels (-1 = pad).
+        category_ids: label -> COCO category id.
+        masks: ``(P, H, W)`` or None (no segm results).
+        image_info: ``(6,)`` from the input pipeline, or None.
+        num_detections: number of valid leading rows (default: all rows
+            with ``classes >= 0``).
+    """
+    classes = np.asarray(classes).reshape(-1)
+    scores = np.asarray(scores, np.float64).reshape(-1)
+    n = (int(num_detections) if num_detections is not None
+         else len(classes))
+    valid = np.flatnonzero(classes[:n] >= 0)
+    boxes = np.asarray(boxes_xyxy, np.float64).reshape(-1, 4)[valid]
+    if masks is not None:
+        masks = np.asarray(masks)[valid]
+    if image_info is not None:
+        boxes, masks = to_original_frame(boxes, masks, image_info)
+    category_ids = np.asarray(category_ids)
+    bbox_results, segm_results = [], []
+    for i, k in enumerate(valid):
+        category = int(category_ids[int(classes[k])])
+        x0, y0, x1, y1 = (float(v) for v in boxes[i])
+        base = {"image_id": int(image_id), "category_id": category,
+                "score": float(scores[k])}
+        bbox_results.append(dict(base, bbox=[x0, y0, x1 - x0, y1 - y0]))
+        if masks is not None:
+            segm_results.append(dict(base, segmentation=encode_mask(masks[i])))
+    return bbox_results, segm_results
+
+
+def _backend(name):
+    if name == "pycocotools":
+        from pycocotools.coco import COCO
+        from pycocotools.cocoeval import COCOeval
+        return COCO, COCOeval
+    if name == "faster_coco_eval":
+        try:
+            from faster_coco_eval import COCO
+            from faster_coco_eval import COCOeval_faster
+        except ImportError:
+            raise ValueError(
+                "backend 'faster_coco_eval' needs the optional package: pip "
+                "install 'orienmask-tf[fast-eval]'") from None
+        return COCO, COCOeval_faster
+    raise ValueError(f"backend must be one of {BACKENDS}, got {name!r}")
+
+
+def load_ground_truth(annotations, backend="pycocotools"):
+    """A COCO object from a path, a dict or an existing COCO object."""
+    coco_cls, _ = _backend(backend)
+    if isinstance(annotations, (str, os.PathLike)):
+        with contextlib.redirect_stdout(io.StringIO()):
+            return coco_cls(os.fspath(annotations))
+    if isinstance(annotations, dict):
+        gt = coco_cls()
+        gt.dataset = annotations
+        with contextlib.redirect_stdout(io.StringIO()):
+            gt.createIndex()
+        return gt
+    return annotations
+
+
+def evaluate(annotations, results, iou_types=IOU_TYPES,
+             backend="pycocotools", verbose=True, image_ids=None):
+    """Score COCO results.
+
+    Args:
+        annotations: ground-truth JSON path, dict, or COCO object.
+        results: ``{"bbox": [...], "segm": [...]}`` COCO result lists.
+        iou_types: which of ``results`` to score.
+        verbose: print pycocotools' 12-line summary per type.
+        image_ids: restrict to these images (default: all images of the
+            ground truth).
+
+    Returns:
+        ``{iou_type: {metric: value}}`` with the 12 ``METRIC_KEYS``; a type
+        without any detection scores 0 everywhere.
+    """
+    _, eval_cls = _backend(backend)
+    gt = load_ground_truth(annotations, backend)
+    stats = {}
+    for iou_type in iou_types:
+        if iou_type not in IOU_TYPES:
+            raise ValueError(f"iou type must be one of {IOU_TYPES}, got "
+                             f"{iou_type!r}")
+        # loadRes adds keys (numpy-typed area, id) to the dicts it gets.
+        dets = [dict(d) for d in results.get(iou_type, ())]
+        if not dets:
+            if verbose:
+                print(f"{iou_type}: no detections, every metric is 0")
+            stats[iou_type] = {k: 0.0 for k in METRIC_KEYS}
+            continue
+        sink = io.StringIO()
+        with contextlib.redirect_stdout(sink):
+            dt = gt.loadRes(dets)
+            ev = eval_cls(gt, dt, iouType=iou_type)
+            if image_ids is not None:
+                ev.params.imgIds = list(image_ids)
+            ev.evaluate()
+            ev.accumulate()
+        summary = io.StringIO()
+        with contextlib.redirect_stdout(summary):
+            ev.summarize()
+        if verbose:
+            print(f"{iou_type}:")
+            print(summary.getvalue().rstrip())
+        values = np.asarray(ev.stats, np.float64).tolist()
+        stats[iou_type] = dict(zip(METRIC_KEYS, values[:len(METRIC_KEYS)]))
+    return stats
+
+
+class CocoEvaluator:
+    """Accumulate batched detections, then score them.
+
+    Args:
+        annotations: ground truth (JSON path, dict or COCO object).
+        category_ids: label -> COCO category id (``CocoDataset.category_ids``).
+        iou_types: ``("bbox", "segm")`` or a subset.
+        backend: ``"pycocotools"`` or ``"faster_coco_eval"``.
+
+    ``update(detections, image_info, image_ids)`` takes one batch:
+    ``detections`` with ``boxes_xyxy (B, P, 4)``, ``scores (B, P)``,
+    ``classes (B, P)``, optional ``masks (B, P, H, W)`` and
+    ``num_detections (B,)`` (the decoders' padded outputs, tensors or
+    numpy), ``image_info (B, 6)`` and ``image_ids (B,)`` from the pipeline.
+    """
+
+    def __init__(self, annotations, category_ids, iou_types=IOU_TYPES,
+                 backend="pycocotools"):
+        self.annotations = annotations
+        self.category_ids = list(category_ids)
+        self.iou_types = tuple(iou_types)
+        self.backend = backend
+        self.results = {"bbox": [], "segm": []}
+        self.image_ids = []
+
+    def reset(self):
+        self.results = {"bbox": [], "segm": []}
+        self.image_ids = []
+
+    def update(self, detections, image_info, image_ids):
+        det = {k: np.asarray(v) for k, v in detections.items()}
+        image_info = np.asarray(image_info)
+        image_ids = np.asarray(image_ids).reshape(-1)
+        with_masks = "segm" in self.iou_types and "masks" in det
+        for b, image_id in enumerate(image_ids):
+            if image_id < 0:
+                continue
+            bbox, segm = detections_to_coco(
+                image_id, det["boxes_xyxy"][b], det["scores"][b],
+                det["classes"][b], self.category_ids,
+                masks=det["masks"][b] if with_masks else None,
+                image_info=image_info[b],
+                num_detections=(det["num_detections"][b]
+                                if "num_detections" in det else None))
+            self.results["bbox"] += bbox
+            self.results["segm"] += segm
+            self.image_ids.append(int(image_id))
+
+    def save(self, path):
+        with open(path, "w") as stream:
+            json.dump(self.results, stream)
+
+    def evaluate(self, verbose=True, all_images=False):
+        """Scores over the updated images (or every ground-truth image)."""
+        return evaluate(self.annotations, self.results, self.iou_types,
+                        self.backend, verbose,
+                        image_ids=None if all_images else sorted(
+                            set(self.image_ids)))
+
+
+def format_table(stats):
+    """Markdown table of ``{iou_type: {metric: value}}``."""
+    types = list(stats)
+    lines = ["| metric | " + " | ".join(types) + " |",
+             "|---|" + "---|" * len(types)]
+    for key in METRIC_KEYS:
+        lines.append(f"| {key} | " + " | ".join(
+            f"{100 * stats[t][key]:.1f}" for t in types) + " |")
+    return "\n".join(lines)
+
+
+def add_parser(subparsers):
+    """``orienmask-tf evaluate``: score saved COCO results files."""
+    parser = subparsers.add_parser(
+        "evaluate", help="COCO bbox/segm AP of detection results (prints the "
+                         "12-number tables, writes them as JSON)")
+    parser.add_argument("--annotations", required=True,
+                        help="ground-truth COCO instances JSON")
+    parser.add_argument("--results", required=True,
+                        help="JSON: {'bbox': [...], 'segm': [...]} (as "
+                             "CocoEvaluator.save writes) or one COCO result "
+                             "list (scored as --iou-types)")
+    parser.add_argument("--iou-types", nargs="+", choices=IOU_TYPES,
+                        default=list(IOU_TYPES))
+    parser.add_argument("--backend", choices=BACKENDS, default="pycocotools")
+    parser.add_argument("--output", help="write the metrics here as JSON")
+    parser.set_defaults(func=run_evaluate)
+    return parser
+
+
+def run_evaluate(args):
+    try:
+        with open(args.results) as stream:
+            results = json.load(stream)
+    except OSError as error:
+        raise ValueError(f"{args.results}: cannot read ({error.strerror})")
+    except ValueError as error:
+        raise ValueError(f"{args.results}: malformed JSON ({error})")
+    if isinstance(results, list):
+        results = {t: results for t in args.iou_types}
+    stats = evaluate(args.annotations, results, args.iou_types, args.backend)
+    if args.output:
+        os.makedirs(os.path.dirname(os.path.abspath(args.output)),
+                    exist_ok=True)
+        with open(args.output, "w") as stream:
+            json.dump(stats, stream, indent=2)
+        print(f"wrote {args.output}")
+    return 0

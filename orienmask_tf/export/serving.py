@@ -1,0 +1,151 @@
+"""Inference graph shared by every export format: pixels in, detections out.
+
+``InferenceModel`` joins the Keras network, the OrienMask decoder and the
+official inference preprocessing (``transform_infer_544``: bilinear resize
+of the whole image to the network size -- no letterbox -- then ``/ 255``),
+and maps boxes back to each original image. Its functions are what the
+SavedModel signatures, the TFLite model and the ONNX graph are made of.
+"""
+
+import numpy as np
+import tensorflow as tf
+
+from orienmask_tf.decode import decode_orienmask
+
+# Outputs of the end-to-end signatures (P = max_detections):
+#   boxes           (B, P, 4) float32  x1, y1, x2, y2 in ORIGINAL image pixels
+#   scores          (B, P) float32
+#   classes         (B, P) int32, -1 for padding
+#   num_detections  (B,) int32; entries >= num_detections are padding
+#   masks           (B, P, H, W) uint8 0/1 at the NETWORK input resolution
+#                   (the whole image resized to H x W; resize a mask to the
+#                   original size with nearest neighbour to overlay it)
+DETECTION_KEYS = ("boxes", "scores", "classes", "num_detections", "masks")
+
+
+class InferenceModel(tf.Module):
+    """Network + decoding + pre/post-processing as TF functions.
+
+    Args:
+        model: an ``OrienMask`` (weights loaded).
+        image_size: network input ``(H, W)``.
+        anchors: ``(9, 2)`` anchors in input pixels.
+        decode_kwargs: ``conf_thresh``, ``nms``, ``nms_threshold``,
+            ``nms_pre``, ``nms_post``, ``orien_thresh`` for
+            ``decode_orienmask``.
+        jit_compile: compile network + decoding with XLA (SavedModel); keep
+            False for TFLite and ONNX, which cannot take XLA clusters.
+    """
+
+    def __init__(self, model, image_size, anchors, decode_kwargs,
+                 jit_compile=True):
+        super().__init__(name="orienmask_inference")
+        self.model = model
+        self.image_size = tuple(int(v) for v in image_size)
+        self.anchors = np.asarray(anchors, np.float32)
+        self.decode_kwargs = dict(decode_kwargs)
+        self.num_classes = int(model.num_classes)
+        self._detect = tf.function(self._detect_impl, jit_compile=jit_compile)
+
+    def _detect_impl(self, images):
+        outputs = self.model(images, training=False)
+        return decode_orienmask(outputs, self.anchors, self.image_size,
+                                self.num_classes, **self.decode_kwargs)
+
+    def raw(self, images):
+        """float32 ``(B, H, W, 3)`` in [0, 1] -> raw network outputs."""
+        return self.model(images, training=False)
+
+    def detect(self, images):
+        """float32 ``(B, H, W, 3)`` in [0, 1] -> detections, network frame."""
+        return self._detection_dict(self._detect(images))
+
+    def decode_raw(self, outputs):
+        """Raw network outputs (e.g. from an int8 TFLite network) -> detections."""
+        outputs = {k: tf.convert_to_tensor(v, tf.float32)
+                   for k, v in outputs.items()}
+        return self._detection_dict(decode_orienmask(
+            outputs, self.anchors, self.image_size, self.num_classes,
+            **self.decode_kwargs))
+
+    @staticmethod
+    def _detection_dict(result):
+        return {
+            "boxes": result["boxes_xyxy"],
+            "scores": result["scores"],
+            "classes": result["classes"],
+            "num_detections": result["num_detections"],
+            "masks": tf.cast(result["masks"], tf.uint8),
+        }
+
+    def _to_original(self, detections, original_hw):
+        """Scale boxes from the network frame to each image's own size."""
+        height, width = self.image_size
+        hw = tf.cast(original_hw, tf.float32)  # (B, 2)
+        factor = tf.stack([hw[:, 1] / width, hw[:, 0] / height,
+                           hw[:, 1] / width, hw[:, 0] / height], axis=-1)
+        boxes = detections["boxes"] * factor[:, None, :]
+        limit = tf.stack([hw[:, 1], hw[:, 0], hw[:, 1], hw[:, 0]], -1)
+        boxes = tf.minimum(tf.maximum(boxes, 0.0), limit[:, None, :])
+        valid = detections["classes"] >= 0
+        return dict(detections, boxes=tf.where(valid[..., None], boxes, 0.0))
+
+    def preprocess_uint8(self, images):
+        """uint8 ``(B, h, w, C)``, C in {1, 3, 4} -> network input + sizes.
+
+        Grayscale is replicated to RGB and an alpha channel dropped; any
+        other channel count, rank, dtype or an empty image is an
+        ``InvalidArgumentError`` naming what was expected.
+        """
+        images = tf.convert_to_tensor(images)
+        if images.dtype != tf.uint8:
+            raise TypeError(f"images must be uint8, got {images.dtype.name}")
+        # Padded so that slicing cannot fail before the check below reports.
+        shape = tf.concat([tf.shape(images), tf.zeros([4], tf.int32)], 0)[:4]
+        ok = (tf.equal(tf.rank(images), 4)
+              & tf.reduce_all(shape[1:3] > 0)
+              & tf.reduce_any(tf.equal(shape[3], [1, 3, 4])))
+        checks = [tf.debugging.Assert(ok, [
+            "images must be uint8 [batch, height, width, channels] with "
+            "height > 0, width > 0 and 1 (gray), 3 (RGB) or 4 (RGBA) "
+            "channels; got shape", tf.shape(images)])]
+        with tf.control_dependencies(checks):
+            images = tf.identity(images)
+        rgb = tf.cond(tf.equal(shape[3], 1),
+                      lambda: tf.tile(images[..., :1], [1, 1, 1, 3]),
+                      lambda: images[..., :3])
+        rgb = tf.ensure_shape(rgb, [None, None, None, 3])
+        return self._resize(rgb), tf.tile(shape[None, 1:3], [shape[0], 1])
+
+    def _resize(self, rgb):
+        x = tf.image.resize(tf.cast(rgb, tf.float32), self.image_size,
+                            method="bilinear")
+        return x / 255.0
+
+    def decode_jpeg_batch(self, encoded):
+        """``(B,)`` encoded JPEG / PNG / BMP / GIF bytes -> network input + sizes."""
+        def one(data):
+            image = tf.io.decode_image(data, channels=3,
+                                       expand_animations=False)
+            image = tf.ensure_shape(image, [None, None, 3])
+            size = tf.shape(image)[:2]
+            with tf.control_dependencies([tf.debugging.assert_positive(
+                    size, message="decoded image has height or width 0")]):
+                image = tf.identity(image)
+            return self._resize(image[None])[0], size
+
+        return tf.map_fn(
+            one, encoded,
+            fn_output_signature=(
+                tf.TensorSpec(self.image_size + (3,), tf.float32),
+                tf.TensorSpec((2,), tf.int32)))
+
+    def detect_uint8(self, images):
+        """uint8 images of any size -> detections, boxes in original pixels."""
+        inputs, sizes = self.preprocess_uint8(images)
+        return self._to_original(self.detect(inputs), sizes)
+
+    def detect_encoded(self, encoded):
+        """Encoded image bytes -> detections, boxes in original pixels."""
+        inputs, sizes = self.decode_jpeg_batch(encoded)
+        return self._to_original(self.detect(inputs), sizes)
