@@ -187,7 +187,9 @@ def cmd_export(args):
                              "immutable, pick another --version")
         export_saved_model(*common, export_dir,
                            metadata={"config": config_to_dict(config),
-                                     "source_model": args.model})
+                                     "source_model": args.model,
+                                     "score_threshold": args.score_threshold},
+                           score_threshold=args.score_threshold)
         print(f"wrote {export_dir} (TF Serving: model_name={name}, "
               f"version {version}); inspect with "
               f"`saved_model_cli show --dir {export_dir} --all`")
@@ -215,6 +217,25 @@ def cmd_export(args):
         os.makedirs(os.path.dirname(os.path.abspath(output)), exist_ok=True)
         export_onnx(*common, output)
         print(f"wrote {output} (opset 17)")
+    return 0
+
+
+def cmd_benchmark(args):
+    from orienmask_tf.config import load_config
+    from orienmask_tf.export.benchmark import benchmark_formats
+    from orienmask_tf.export.benchmark import format_table
+
+    config = load_config(args.config, args.overrides)
+    if args.model:
+        model = _load_keras_model(args.model)
+    else:
+        print("no --model: random weights (latency does not depend on them)")
+        model = _build_model(config)
+    rows = benchmark_formats(
+        model, config.image_size, config.anchor_array(),
+        _decode_kwargs(config), formats=args.formats,
+        batch_sizes=args.batch_sizes, warmup=args.warmup, runs=args.runs)
+    print(format_table(rows))
     return 0
 
 
@@ -280,10 +301,29 @@ def build_parser():
         "--output", help="saved_model: the folder holding <model_name>/"
                          "<version>/ (default saved_models); tflite / onnx: "
                          "the file (default saved_models/<name>.tflite|onnx)")
+    export.add_argument(
+        "--score-threshold", type=float, default=0.0,
+        help="saved_model: drop detections scoring below this (default 0: "
+             "keep all, for evaluation; ~0.3 for serving people)")
     export.add_argument("--model-name", help="default: the config name")
     export.add_argument("--version", type=int,
                         help="SavedModel version (default: next free)")
     export.set_defaults(func=cmd_export)
+
+    from orienmask_tf.export.benchmark import FORMATS
+
+    bench = commands.add_parser(
+        "benchmark", help="latency of every deployment format on this "
+                          "machine (median of timed runs after warm-up)")
+    bench.add_argument("--model", help=".keras model (default: random "
+                                       "weights from the config)")
+    _add_config_args(bench)
+    bench.add_argument("--formats", nargs="+", choices=FORMATS,
+                       default=list(FORMATS))
+    bench.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 8])
+    bench.add_argument("--warmup", type=int, default=2)
+    bench.add_argument("--runs", type=int, default=5)
+    bench.set_defaults(func=cmd_benchmark)
 
     from orienmask_tf.data import shapes
     from orienmask_tf.data import tfrecord

@@ -5,7 +5,9 @@ Signatures (``saved_model_cli show --all`` lists them):
 * ``serving_default``: ``images`` uint8 ``[batch, height, width, channels]``
   (any size; 1, 3 or 4 channels) -> ``boxes`` (original pixels, x1 y1 x2
   y2), ``scores``, ``classes``, ``num_detections``, ``masks`` (uint8 at the
-  network input resolution); network + decoding run XLA-compiled.
+  network input resolution); network + decoding run XLA-compiled. Rows are
+  the detections scoring >= the export's ``score_threshold``, padded to the
+  largest count in the batch.
 * ``serve_jpeg``: ``images`` string ``[batch]`` of encoded JPEG/PNG bytes ->
   the same outputs.
 * ``serve_raw``: ``images`` float32 ``[batch, H, W, 3]`` in [0, 1] -> the raw
@@ -22,15 +24,19 @@ from orienmask_tf.export.serving import InferenceModel
 
 
 def export_saved_model(model, image_size, anchors, decode_kwargs, export_dir,
-                       metadata=None):
+                       metadata=None, score_threshold=0.0):
     """Write the serving SavedModel to ``export_dir`` (a ``<version>`` folder).
 
+    ``score_threshold``: detections below it are dropped by the end-to-end
+    signatures (0 keeps all, as for COCO evaluation; serving to people
+    usually wants ~0.3, which also keeps REST responses small).
     ``metadata`` (e.g. the experiment config) is written next to it as
     ``assets.extra/orienmask.json``, which TF Serving ignores.
     """
     height, width = image_size
     inference = InferenceModel(model, image_size, anchors, decode_kwargs,
-                               jit_compile=True)
+                               jit_compile=True,
+                               score_threshold=score_threshold)
     archive = keras.export.ExportArchive()
     archive.track(model)
     archive.add_endpoint(

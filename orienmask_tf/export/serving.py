@@ -12,11 +12,13 @@ import tensorflow as tf
 
 from orienmask_tf.decode import decode_orienmask
 
-# Outputs of the end-to-end signatures (P = max_detections):
+# Outputs of the end-to-end signatures (P = the largest number of kept
+# detections in the batch, at most decode nms_post):
 #   boxes           (B, P, 4) float32  x1, y1, x2, y2 in ORIGINAL image pixels
 #   scores          (B, P) float32
 #   classes         (B, P) int32, -1 for padding
-#   num_detections  (B,) int32; entries >= num_detections are padding
+#   num_detections  (B,) int32; rows >= num_detections are padding
+#   (kept = score >= the export's score_threshold; order as decoded)
 #   masks           (B, P, H, W) uint8 0/1 at the NETWORK input resolution
 #                   (the whole image resized to H x W; resize a mask to the
 #                   original size with nearest neighbour to overlay it)
@@ -35,16 +37,21 @@ class InferenceModel(tf.Module):
             ``decode_orienmask``.
         jit_compile: compile network + decoding with XLA (SavedModel); keep
             False for TFLite and ONNX, which cannot take XLA clusters.
+        score_threshold: the end-to-end functions (``detect_uint8``,
+            ``detect_encoded``) keep only detections scoring at least this
+            and drop padding rows, so their outputs have a dynamic length
+            (the largest count in the batch); 0 keeps every detection.
     """
 
     def __init__(self, model, image_size, anchors, decode_kwargs,
-                 jit_compile=True):
+                 jit_compile=True, score_threshold=0.0):
         super().__init__(name="orienmask_inference")
         self.model = model
         self.image_size = tuple(int(v) for v in image_size)
         self.anchors = np.asarray(anchors, np.float32)
         self.decode_kwargs = dict(decode_kwargs)
         self.num_classes = int(model.num_classes)
+        self.score_threshold = float(score_threshold)
         self._detect = tf.function(self._detect_impl, jit_compile=jit_compile)
 
     def _detect_impl(self, images):
@@ -89,6 +96,25 @@ class InferenceModel(tf.Module):
         boxes = tf.minimum(tf.maximum(boxes, 0.0), limit[:, None, :])
         valid = detections["classes"] >= 0
         return dict(detections, boxes=tf.where(valid[..., None], boxes, 0.0))
+
+    def _compact(self, detections):
+        """Keep detections with score >= threshold, in their order, first;
+        cut every output to the largest kept count of the batch."""
+        keep = ((detections["classes"] >= 0)
+                & (detections["scores"] >= self.score_threshold))
+        order = tf.argsort(tf.cast(~keep, tf.int32), axis=1, stable=True)
+        count = tf.reduce_sum(tf.cast(keep, tf.int32), axis=1)
+        length = tf.reduce_max(tf.concat([count, [0]], 0))
+        out = {}
+        for key in ("boxes", "scores", "classes", "masks"):
+            value = tf.gather(detections[key], order, batch_dims=1)[:, :length]
+            valid = tf.range(length)[None, :] < count[:, None]
+            valid = tf.reshape(valid, tf.concat(
+                [tf.shape(valid), tf.ones([tf.rank(value) - 2], tf.int32)], 0))
+            fill = -1 if key == "classes" else 0
+            out[key] = tf.where(valid, value, tf.cast(fill, value.dtype))
+        out["num_detections"] = count
+        return out
 
     def preprocess_uint8(self, images):
         """uint8 ``(B, h, w, C)``, C in {1, 3, 4} -> network input + sizes.
@@ -143,9 +169,9 @@ class InferenceModel(tf.Module):
     def detect_uint8(self, images):
         """uint8 images of any size -> detections, boxes in original pixels."""
         inputs, sizes = self.preprocess_uint8(images)
-        return self._to_original(self.detect(inputs), sizes)
+        return self._compact(self._to_original(self.detect(inputs), sizes))
 
     def detect_encoded(self, encoded):
         """Encoded image bytes -> detections, boxes in original pixels."""
         inputs, sizes = self.decode_jpeg_batch(encoded)
-        return self._to_original(self.detect(inputs), sizes)
+        return self._compact(self._to_original(self.detect(inputs), sizes))

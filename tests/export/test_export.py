@@ -42,8 +42,11 @@ def exported(tmp_path_factory):
         image = (testing.random_images(1, 64, 96, seed=20 + i)[0] * 255)
         cv2.imwrite(str(calibration / f"{i}.png"), image.astype(np.uint8))
     base = ["--model", str(model_path), "--config", TINY]
-    paths = {"saved_model": tmp / "serving" / "tiny" / "1"}
+    paths = {"saved_model": tmp / "serving" / "tiny" / "1",
+             "saved_model_thresholded": tmp / "serving" / "tiny" / "2"}
     assert cli.main(["export", *base, "--output", str(tmp / "serving")]) == 0
+    assert cli.main(["export", *base, "--output", str(tmp / "serving"),
+                     "--score-threshold", "0.5"]) == 0  # next version: 2
     for quant in (None, "fp16", "int8-dynamic", "int8"):
         path = tmp / f"tiny_{quant or 'fp32'}.tflite"
         extra = ["--quantize", quant] if quant else []
@@ -106,6 +109,25 @@ def test_saved_model_reproduces_keras_in_a_fresh_process(exported, tmp_path):
     plain = {k: v.numpy() for k, v in
              exported["plain"].detect_uint8(images).items()}
     _assert_same_detections(plain, expected)
+
+
+def test_score_threshold_keeps_confident_detections_only(exported):
+    images = _uint8_images(2, 64, 96, seed=12)
+    loaded = tf.saved_model.load(str(exported["paths"]["saved_model_thresholded"]))
+    got = {k: v.numpy() for k, v in
+           loaded.signatures["serving_default"](images=tf.constant(images)).items()}
+    full = {k: v.numpy() for k, v in
+            exported["xla"].detect_uint8(images).items()}
+    for b in range(2):
+        keep = full["scores"][b] >= 0.5
+        n = int(keep.sum())
+        assert got["num_detections"][b] == n
+        np.testing.assert_array_equal(got["classes"][b, :n],
+                                      full["classes"][b][keep])
+        np.testing.assert_array_equal(got["masks"][b, :n],
+                                      full["masks"][b][keep])
+        assert np.all(got["classes"][b, n:] == -1)
+    assert got["masks"].shape[1] == got["num_detections"].max() < 100
 
 
 def test_serve_jpeg_and_serve_raw(exported, tmp_path):

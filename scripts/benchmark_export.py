@@ -1,0 +1,87 @@
+"""Deployment formats of the full-size model on this machine -> BENCHMARKS.md.
+
+Runs ``orienmask_tf.export.benchmark.benchmark_formats`` (what
+``orienmask-tf benchmark`` runs) on the 544x544 FPN-plus config with random
+weights, and compares the XLA SavedModel's end-to-end latency (uint8 image
+in, masks out) with the official PyTorch forward + post-processing recorded
+in tests/fixtures/reference/orienmask/timing_cpu.json.
+
+    .venv/bin/python scripts/benchmark_export.py [--runs 5] [--no-write]
+"""
+
+import argparse
+import json
+import os
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+from orienmask_tf.config import load_config  # noqa: E402
+from orienmask_tf.export.benchmark import FORMATS  # noqa: E402
+from orienmask_tf.export.benchmark import benchmark_formats  # noqa: E402
+from orienmask_tf.export.benchmark import format_table  # noqa: E402
+from orienmask_tf.models import OrienMask  # noqa: E402
+
+from benchmark_utils import REPO  # noqa: E402
+from benchmark_utils import describe_machine  # noqa: E402
+from benchmark_utils import timestamp  # noqa: E402
+from benchmark_utils import write_section  # noqa: E402
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--config", default=str(
+        REPO / "configs/orienmask_yolo_fpnplus_coco_544_anchor4.yaml"))
+    parser.add_argument("--formats", nargs="+", default=list(FORMATS))
+    parser.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 8])
+    parser.add_argument("--warmup", type=int, default=2)
+    parser.add_argument("--runs", type=int, default=5)
+    parser.add_argument("--no-write", action="store_true")
+    args = parser.parse_args()
+
+    config = load_config(args.config)
+    model = OrienMask(**config.model_kwargs())
+    import dataclasses
+
+    rows = benchmark_formats(
+        model, config.image_size, config.anchor_array(),
+        dataclasses.asdict(config.decode), formats=args.formats,
+        batch_sizes=args.batch_sizes, warmup=args.warmup, runs=args.runs)
+    official = json.loads((REPO / "tests/fixtures/reference/orienmask/"
+                           "timing_cpu.json").read_text())
+    ref = official["median_total_ms"]
+    xla = [r for r in rows if r["format"] == "saved_model_xla"
+           and r["batch"] == 1]
+    ratio = (f"**XLA SavedModel end to end (640x480 uint8 image in, resize, "
+             f"network, decoding, masks out), batch 1: "
+             f"{xla[0]['median_ms']:.0f} ms = {xla[0]['median_ms'] / ref:.2f}x "
+             f"the official PyTorch forward + post-processing "
+             f"({ref:.0f} ms, `timing_cpu.json`: {official['machine']}).** "
+             "Target: <= 0.5x." if xla else "")
+    height, width = config.image_size
+    text = "\n".join([
+        f"## Deployment formats ({config.name}, {height}x{width}, "
+        "end to end with decoding and masks)",
+        "",
+        f"`scripts/benchmark_export.py` (= `orienmask-tf benchmark`), "
+        f"{timestamp()}; {describe_machine()}; random weights; "
+        f"{args.warmup} warm-up + {args.runs} timed runs; the last column "
+        f"divides ms / image by the official {ref:.0f} ms.",
+        "",
+        format_table(rows, reference_ms=ref),
+        "",
+        ratio,
+        "",
+        "`saved_model_xla` starts from uint8 pixels of a 640x480 image "
+        "(resize inside the graph); every other row starts from the "
+        "resized float input. `tflite_int8` is the calibrated int8 network "
+        "plus the float TF decoder (TFLite's calibrator cannot take the "
+        "decoding graph). Conversion / load time is the one-off cost.",
+    ])
+    print(text)
+    if not args.no_write:
+        write_section("benchmark_export", text)
+        print("wrote BENCHMARKS.md")
+
+
+if __name__ == "__main__":
+    main()
