@@ -23,11 +23,10 @@ import numpy as np
 import tensorflow as tf
 
 from orienmask_tf.export.onnx import export_onnx
-from orienmask_tf.export.onnx import run_onnx
 from orienmask_tf.export.saved_model import export_saved_model
 from orienmask_tf.export.serving import InferenceModel
 from orienmask_tf.export.tflite import convert_tflite
-from orienmask_tf.export.tflite import run_tflite
+from orienmask_tf.export.tflite import tflite_runner
 
 FORMATS = ("keras_eager", "tf_function", "saved_model_xla", "tflite_fp32",
            "tflite_fp16", "tflite_int8_dynamic", "tflite_int8", "onnx")
@@ -106,10 +105,10 @@ def benchmark_formats(model, image_size, anchors, decode_kwargs,
             with open(path, "wb") as f:
                 f.write(convert_tflite(model, image_size, anchors,
                                        decode_kwargs, quant, calibration))
+            run = tflite_runner(path, plain.decode_raw if quant == "int8"
+                                else None, num_threads=os.cpu_count())
             prepare = time.perf_counter() - start
-            decoder = plain.decode_raw if quant == "int8" else None
-            record(name, 1, lambda: run_tflite(path, single, decoder),
-                   prepare)
+            record(name, 1, lambda: run(single), prepare)
         if "onnx" in formats:
             path = os.path.join(tmp, "model.onnx")
             start = time.perf_counter()

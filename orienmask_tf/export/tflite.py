@@ -78,8 +78,8 @@ def convert_tflite(model, image_size, anchors, decode_kwargs, quantize=None,
         return converter.convert()
 
 
-def run_tflite(flatbuffer_or_path, images, decoder=None):
-    """Run the ``serve`` signature with ai_edge_litert; dict of numpy arrays.
+def tflite_runner(flatbuffer_or_path, decoder=None, num_threads=None):
+    """Load once with ai_edge_litert; returns ``images -> dict of arrays``.
 
     ``decoder``: a callable applied to raw outputs (for the network-only
     int8 model), e.g. ``InferenceModel(...).decode_raw``.
@@ -87,11 +87,22 @@ def run_tflite(flatbuffer_or_path, images, decoder=None):
     from ai_edge_litert.interpreter import Interpreter
 
     if isinstance(flatbuffer_or_path, (bytes, bytearray)):
-        interpreter = Interpreter(model_content=bytes(flatbuffer_or_path))
+        interpreter = Interpreter(model_content=bytes(flatbuffer_or_path),
+                                  num_threads=num_threads)
     else:
-        interpreter = Interpreter(model_path=str(flatbuffer_or_path))
+        interpreter = Interpreter(model_path=str(flatbuffer_or_path),
+                                  num_threads=num_threads)
     runner = interpreter.get_signature_runner(SIGNATURE)
-    outputs = runner(images=np.asarray(images, np.float32))
-    if decoder is not None:
-        outputs = {k: np.asarray(v) for k, v in decoder(outputs).items()}
-    return outputs
+
+    def run(images):
+        outputs = runner(images=np.asarray(images, np.float32))
+        if decoder is not None:
+            outputs = {k: np.asarray(v) for k, v in decoder(outputs).items()}
+        return outputs
+
+    return run
+
+
+def run_tflite(flatbuffer_or_path, images, decoder=None):
+    """One-off run of the ``serve`` signature; dict of numpy arrays."""
+    return tflite_runner(flatbuffer_or_path, decoder)(images)
