@@ -1,0 +1,218 @@
+"""YOLACT checkpoints (mmdet maIoU, original dbolya, torchvision ResNet-50)
+<-> Keras weights of ``Yolact``.
+
+The Keras layers of ``Yolact`` carry the mmdet module paths as names, so an
+mmdet key ``<module>.<param>`` maps to the weight ``<param>`` of the layer
+``<module>`` (the walker and tensor layouts are those of
+``orienmask_keys``). Two other layouts are renamed to mmdet keys first:
+
+* dbolya YOLACT (``yolact_resnet50_54_800000.pth``, a bare state_dict):
+  ``backbone.layers.i`` -> ``backbone.layer{i+1}``; the reversed
+  ``fpn.lat_layers.k`` / ``fpn.pred_layers.k`` -> ``neck.lateral_convs.{2-k}``
+  / ``neck.fpn_convs.{2-k}``; ``fpn.downsample_layers.k`` ->
+  ``neck.fpn_convs.{3+k}`` (on the P5 output: build the model with
+  ``extra_convs_on="output", relu_fpn_outputs=True``);
+  ``prediction_layers.0.{upfeature.0, conf_layer, bbox_layer, mask_layer}``
+  -> ``bbox_head.{head_convs.0.conv, conv_cls, conv_reg, conv_coeff}`` with
+  the 81 class channels of each anchor rolled from ``[bg, fg...]`` to
+  ``[fg..., bg]``; ``proto_net.k`` -> ``mask_head.protonet.k``;
+  ``semantic_seg_conv`` -> ``segm_head.segm_conv``. Its priors and box
+  coder differ (see ``ops.anchors_mmdet.yolact_priors``).
+* torchvision ``resnet50`` ImageNet weights (``conv1``, ``layer1.0...``,
+  ``fc.*``): loaded into the backbone only, ``fc.*`` dropped.
+"""
+
+import re
+
+import keras
+import numpy as np
+
+from orienmask_tf.convert.orienmask_keys import NUM_BATCHES_TRACKED
+from orienmask_tf.convert.orienmask_keys import WeightSlot
+from orienmask_tf.convert.orienmask_keys import _BN_PARAMS
+from orienmask_tf.convert.orienmask_keys import _listing
+from orienmask_tf.convert.orienmask_keys import _walk
+from orienmask_tf.convert.torch_checkpoint import CheckpointError
+
+LAYOUTS = ("mmdet", "dbolya", "torchvision")
+# Keys of the torchvision classifier, never part of a backbone.
+TORCHVISION_SKIP = re.compile(r"^fc\.")
+
+
+def torch_weight_map(model, part="full"):
+    """``{mmdet key: WeightSlot}`` and the accepted ``num_batches_tracked``.
+
+    ``part="backbone"`` gives the backbone keys without the ``backbone.``
+    prefix (torchvision layout).
+    """
+    if part == "full":
+        root = model
+    elif part == "backbone":
+        root = model.get_layer("backbone")
+    else:
+        raise ValueError(f"part must be 'full' or 'backbone', got {part!r}")
+    slots, bn_counters = {}, set()
+    for module, layer, params in _walk(root, ""):
+        for torch_name, keras_name in params.items():
+            variable = getattr(layer, keras_name, None)
+            if variable is None:
+                continue
+            slots[f"{module}.{torch_name}"] = WeightSlot(
+                variable, is_kernel=keras_name == "kernel")
+        if params is _BN_PARAMS:
+            bn_counters.add(f"{module}.{NUM_BATCHES_TRACKED}")
+    return slots, bn_counters
+
+
+_DBOLYA_RULES = (
+    (re.compile(r"^backbone\.layers\.(\d+)\."),
+     lambda m: f"backbone.layer{int(m.group(1)) + 1}."),
+    (re.compile(r"^fpn\.lat_layers\.(\d+)\."),
+     lambda m: f"neck.lateral_convs.{2 - int(m.group(1))}.conv."),
+    (re.compile(r"^fpn\.pred_layers\.(\d+)\."),
+     lambda m: f"neck.fpn_convs.{2 - int(m.group(1))}.conv."),
+    (re.compile(r"^fpn\.downsample_layers\.(\d+)\."),
+     lambda m: f"neck.fpn_convs.{3 + int(m.group(1))}.conv."),
+    (re.compile(r"^prediction_layers\.0\.upfeature\.0\."),
+     lambda m: "bbox_head.head_convs.0.conv."),
+    (re.compile(r"^prediction_layers\.0\.conf_layer\."),
+     lambda m: "bbox_head.conv_cls."),
+    (re.compile(r"^prediction_layers\.0\.bbox_layer\."),
+     lambda m: "bbox_head.conv_reg."),
+    (re.compile(r"^prediction_layers\.0\.mask_layer\."),
+     lambda m: "bbox_head.conv_coeff."),
+    (re.compile(r"^proto_net\.(\d+)\."),
+     lambda m: f"mask_head.protonet.{m.group(1)}."),
+    (re.compile(r"^semantic_seg_conv\."), lambda m: "segm_head.segm_conv."),
+)
+
+
+def dbolya_key(key):
+    """dbolya YOLACT key -> mmdet key (unchanged if no rule applies)."""
+    for pattern, repl in _DBOLYA_RULES:
+        new, count = pattern.subn(repl, key, count=1)
+        if count:
+            return new
+    return key
+
+
+def _roll_background_last(array, num_classes_with_bg):
+    """Per anchor, class channels ``[bg, fg0..]`` -> ``[fg0.., bg]`` (dim 0)."""
+    array = np.asarray(array)
+    anchors = array.shape[0] // num_classes_with_bg
+    grouped = array.reshape((anchors, num_classes_with_bg) + array.shape[1:])
+    rolled = np.concatenate([grouped[:, 1:], grouped[:, :1]], axis=1)
+    return rolled.reshape(array.shape)
+
+
+def dbolya_to_mmdet(state_dict, num_classes=80):
+    """Rename a dbolya state_dict to mmdet keys and reorder class channels."""
+    out = {}
+    for key, value in state_dict.items():
+        new = dbolya_key(key)
+        if new.startswith("bbox_head.conv_cls."):
+            value = _roll_background_last(value, num_classes + 1)
+        out[new] = value
+    return out
+
+
+def guess_layout(state_dict):
+    """``"mmdet"``, ``"dbolya"`` or ``"torchvision"`` from the key names."""
+    keys = list(state_dict)
+    if any(k.startswith(("neck.", "bbox_head.")) for k in keys):
+        return "mmdet"
+    if any(k.startswith(("fpn.", "prediction_layers.", "proto_net."))
+           or k.startswith("backbone.layers.") for k in keys):
+        return "dbolya"
+    if any(k.startswith("layer1.") for k in keys):
+        return "torchvision"
+    return "mmdet"
+
+
+def convert_state_dict(model, state_dict, layout="auto", skip_keys=None,
+                       source="checkpoint"):
+    """Write a YOLACT / ResNet state_dict into ``model`` (strict, atomic).
+
+    Args:
+        model: a ``Yolact`` whose architecture matches the checkpoint.
+        state_dict: ``{key: np.ndarray}`` (see ``load_state_dict``).
+        layout: ``"mmdet"``, ``"dbolya"``, ``"torchvision"`` (backbone
+            only; ``fc.*`` is dropped) or ``"auto"`` (``guess_layout``).
+        skip_keys: optional regex of keys deliberately ignored.
+        source: file name for error messages.
+
+    Returns:
+        dict with ``layout``, ``part``, ``assigned`` and ``skipped``.
+
+    Raises:
+        CheckpointError: listing every missing, unexpected and mis-shaped key
+            (in the checkpoint's own names where renamed); nothing is
+            written to the model then.
+    """
+    if layout == "auto":
+        layout = guess_layout(state_dict)
+    if layout not in LAYOUTS:
+        raise ValueError(f"layout must be one of {LAYOUTS} or 'auto', "
+                         f"got {layout!r}")
+    pattern = re.compile(skip_keys) if skip_keys else None
+    skipped = sorted(k for k in state_dict if (pattern and pattern.search(k))
+                     or (layout == "torchvision"
+                         and TORCHVISION_SKIP.search(k)))
+    entries = {k: v for k, v in state_dict.items() if k not in skipped}
+    origin = {k: k for k in entries}
+    if layout == "dbolya":
+        num_classes = getattr(model, "num_classes", 80)
+        renamed = dbolya_to_mmdet(entries, num_classes)
+        origin = {dbolya_key(k): k for k in entries}
+        entries = renamed
+    part = "backbone" if layout == "torchvision" else "full"
+    slots, bn_counters = torch_weight_map(model, part)
+    missing = [k for k in slots if k not in entries]
+    unexpected = [origin[k] for k in entries
+                  if k not in slots and k not in bn_counters]
+    mis_shaped = [
+        f"{origin[k]} {tuple(np.shape(entries[k]))} != expected "
+        f"{slots[k].torch_shape}"
+        for k in slots if k in entries
+        and tuple(np.shape(entries[k])) != slots[k].torch_shape
+    ]
+    bad_dtype = [
+        f"{origin[k]} ({np.asarray(entries[k]).dtype})" for k in slots
+        if k in entries
+        and not np.issubdtype(np.asarray(entries[k]).dtype, np.floating)
+    ]
+    problems = [
+        _listing(title, items) for title, items in (
+            ("missing keys", missing), ("unexpected keys", unexpected),
+            ("wrong shapes", mis_shaped), ("non-float tensors", bad_dtype))
+        if items
+    ]
+    if problems:
+        raise CheckpointError(
+            f"{source}: does not match the {layout} YOLACT "
+            f"({part}, {getattr(model, 'num_classes', '?')} classes, "
+            f"{getattr(model, 'num_anchors', '?')} anchors); nothing was "
+            "loaded:\n" + "\n".join(problems))
+    for key, slot in slots.items():
+        value = slot.from_torch(np.asarray(entries[key], dtype=np.float32))
+        slot.variable.assign(value.astype(slot.variable.dtype))
+    return {"layout": layout, "part": part, "assigned": len(slots),
+            "skipped": skipped}
+
+
+def state_dict_from_model(model, part="full"):
+    """The model as an mmdet state_dict (``num_batches_tracked`` as zeros)."""
+    slots, bn_counters = torch_weight_map(model, part)
+    state_dict = {}
+    for key, slot in slots.items():
+        value = keras.ops.convert_to_numpy(slot.variable)
+        state_dict[key] = slot.to_torch(value)
+        module = key.rsplit(".", 1)[0]
+        counter = f"{module}.{NUM_BATCHES_TRACKED}"
+        if key.endswith("running_var") and counter in bn_counters:
+            state_dict[counter] = np.zeros((), dtype=np.int64)
+    return state_dict
+
+
+__all__ = ["convert_state_dict", "dbolya_key", "dbolya_to_mmdet",
+           "guess_layout", "state_dict_from_model", "torch_weight_map"]
