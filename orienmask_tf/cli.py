@@ -239,6 +239,96 @@ def cmd_benchmark(args):
     return 0
 
 
+def cmd_train(args):
+    from orienmask_tf.config import load_config
+    from orienmask_tf.training import train
+
+    config = load_config(args.config, args.overrides)
+    summary = train(config, output_dir=args.output_dir,
+                    verbose=args.verbose, evaluate=not args.no_eval)
+    print(f"trained {summary['epochs']} epochs x "
+          f"{summary['steps_per_epoch']} steps (optimizer step "
+          f"{summary['global_step']}); outputs in {summary['output_dir']}")
+    if "model" in summary:
+        print(f"final model  {summary['model']}")
+    if "best_model" in summary:
+        print(f"best model   {summary['best_model']} (by val mask AP)")
+    return 0
+
+
+def _config_for_model(args):
+    """``--config`` or the ``config.yaml`` a training run wrote next to
+    (or one folder above) the model."""
+    from orienmask_tf.config import load_config
+
+    path = args.config
+    if path is None:
+        folder = os.path.dirname(os.path.abspath(args.model))
+        for candidate in (folder, os.path.dirname(folder)):
+            if os.path.isfile(os.path.join(candidate, "config.yaml")):
+                path = os.path.join(candidate, "config.yaml")
+                break
+        else:
+            raise ValueError(f"--model {args.model}: no config.yaml next to "
+                             "it; pass --config")
+    return load_config(path, args.overrides)
+
+
+def cmd_predict(args):
+    from orienmask_tf.training.predict import list_images
+    from orienmask_tf.training.predict import predict_images
+
+    config = _config_for_model(args)
+    model = _load_keras_model(args.model)
+    class_names = tuple(config.data.class_names)
+    if args.annotations:
+        with open(args.annotations) as f:
+            categories = json.load(f)["categories"]
+        class_names = tuple(c["name"] for c in
+                            sorted(categories, key=lambda c: c["id"]))
+    paths = list_images(args.images)
+    written = predict_images(model, config, paths, args.output, class_names,
+                             args.score_threshold, args.coco_json)
+    for source, out, count in written:
+        print(f"{source} -> {out} ({count} detections >= "
+              f"{args.score_threshold})")
+    if args.coco_json:
+        print(f"wrote {args.coco_json}")
+    return 0
+
+
+def cmd_evaluate(args):
+    if args.model is None:
+        from orienmask_tf.eval.coco_eval import run_evaluate
+
+        if not args.annotations or not args.results:
+            raise ValueError("evaluate needs --annotations and --results, or "
+                             "--model (and --config) to run a model on a split")
+        return run_evaluate(args)
+    from orienmask_tf.eval.coco_eval import format_table
+    from orienmask_tf.training.evaluate import NetworkEvaluator
+
+    config = _config_for_model(args)
+    model = _load_keras_model(args.model)
+    evaluator = NetworkEvaluator(config, args.split,
+                                 max_images=args.max_images)
+    stats = evaluator(model, verbose=True)
+    print(format_table(stats))
+    print(f"{len(evaluator.coco)} {args.split} images in "
+          f"{evaluator.seconds:.1f} s")
+    if args.output:
+        os.makedirs(os.path.dirname(os.path.abspath(args.output)),
+                    exist_ok=True)
+        with open(args.output, "w") as stream:
+            json.dump(stats, stream, indent=2)
+        print(f"wrote {args.output}")
+    if args.results_output:
+        with open(args.results_output, "w") as stream:
+            json.dump(evaluator.last_results, stream)
+        print(f"wrote {args.results_output}")
+    return 0
+
+
 def build_parser():
     parser = argparse.ArgumentParser(
         prog="orienmask-tf",
@@ -329,9 +419,59 @@ def build_parser():
     from orienmask_tf.data import tfrecord
     from orienmask_tf.eval import coco_eval
 
+    train = commands.add_parser(
+        "train", help="train OrienMask with model.fit (strategy, schedule, "
+                      "checkpoints, backup/resume, TensorBoard from the "
+                      "config's train section)")
+    _add_config_args(train)
+    train.add_argument("--output-dir",
+                       help="default: train.output_dir or runs/<name>")
+    train.add_argument("--verbose", type=int, choices=(0, 1, 2), default=1,
+                       help="1: Keras progress bars, 2: one line per epoch")
+    train.add_argument("--no-eval", action="store_true",
+                       help="skip the periodic COCO evaluation")
+    train.set_defaults(func=cmd_train)
+
+    predict = commands.add_parser(
+        "predict", help="draw detections (masks, boxes, class names, "
+                        "scores) of a .keras model on images")
+    predict.add_argument("--model", required=True, help="the .keras model")
+    predict.add_argument(
+        "--config", help="experiment YAML (default: config.yaml written "
+                         "by training next to the model)")
+    predict.add_argument("--set", dest="overrides", action="append",
+                         default=[], metavar="KEY=VALUE")
+    predict.add_argument("--images", required=True,
+                         help="an image, a folder or a glob pattern")
+    predict.add_argument("--output", required=True,
+                         help="folder for the drawn images")
+    predict.add_argument("--score-threshold", type=float, default=0.3)
+    predict.add_argument("--coco-json", metavar="FILE",
+                         help="also write the detections as COCO results")
+    predict.add_argument("--annotations",
+                         help="COCO JSON to take class names from")
+    predict.set_defaults(func=cmd_predict)
+
     shapes.add_parser(commands)
     tfrecord.add_parser(commands)
-    coco_eval.add_parser(commands)
+    evaluate = coco_eval.add_parser(commands)
+    # `evaluate` also runs a .keras model on a dataset split.
+    for action in evaluate._actions:
+        if action.dest in ("annotations", "results"):
+            action.required = False
+    evaluate.add_argument(
+        "--model", help="a .keras model to run on --split of the config's "
+                        "data (instead of --annotations / --results)")
+    evaluate.add_argument("--config", help="experiment YAML (default: the "
+                                           "config.yaml next to --model)")
+    evaluate.add_argument("--set", dest="overrides", action="append",
+                          default=[], metavar="KEY=VALUE")
+    evaluate.add_argument("--split", choices=("val", "train"), default="val")
+    evaluate.add_argument("--max-images", type=int, default=0,
+                          help="first N images only (0 = all)")
+    evaluate.add_argument("--results-output", metavar="FILE",
+                          help="write the model's COCO results JSON")
+    evaluate.set_defaults(func=cmd_evaluate)
     return parser
 
 

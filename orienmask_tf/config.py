@@ -87,6 +87,35 @@ class TrainConfig:
     milestones: typing.Tuple[int, ...] = (520000, 660000)
     gamma: float = 0.1
     seed: int = 0
+    # "step" (official warm-up + milestones) or "cosine" (to min_lr_ratio *
+    # learning_rate at the last epoch, after the same warm-up).
+    schedule: str = "step"
+    # "sgd" (paper) or "adamw" (decoupled weight decay; converges faster
+    # from scratch on small CPU runs such as the quickstart).
+    optimizer: str = "sgd"
+    min_lr_ratio: float = 0.0
+    # "l2": PyTorch-style coupled L2 (weight_decay * w added to the gradient,
+    # what the paper used); "decoupled": Keras SGD(weight_decay=...).
+    weight_decay_mode: str = "l2"
+    clip_norm: float = 0.0  # global gradient-norm clipping; 0 = off
+    # "default" (one device), "mirrored" (all visible GPUs) or
+    # "multi_worker" (MultiWorkerMirroredStrategy, cluster from TF_CONFIG).
+    strategy: str = "default"
+    # "auto" = mixed_float16 on GPU, float32 on CPU; or a Keras policy name.
+    mixed_precision: str = "auto"
+    jit_compile: bool = False  # XLA train step (ignored when distributed)
+    # BatchNorm in inference mode with fixed statistics and affine weights
+    # (fine-tuning a converted checkpoint with small per-device batches).
+    freeze_bn: bool = False
+    steps_per_epoch: int = 0  # 0 = training images // batch_size
+    output_dir: str = ""  # "" = runs/<name>
+    init_weights: str = ""  # .keras from `orienmask-tf convert` (full or backbone)
+    checkpoint_every: int = 1  # epochs between epoch_NNN.keras checkpoints
+    eval_every: int = 1  # epochs between COCO evaluations; 0 = never
+    eval_max_images: int = 0  # evaluate on the first N val images; 0 = all
+    backup_every: int = 500  # steps between backups (and every epoch end)
+    log_every: int = 0  # TensorBoard scalars every N steps; 0 = per epoch
+    tensorboard_images: int = 4  # validation images drawn per evaluation
 
 
 @dataclasses.dataclass(frozen=True)
@@ -114,6 +143,9 @@ class DataConfig:
     deterministic: bool = False
     num_parallel_calls: int = -1  # -1 = tf.data.AUTOTUNE
     seed: int = 0
+    # Names of the contiguous labels (drawn by `predict`); training fills
+    # them from the COCO categories when empty.
+    class_names: typing.Tuple[str, ...] = ()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -263,6 +295,32 @@ def _validate(config):
         raise ConfigError(
             f"data.on_error: expected 'raise' or 'skip', got "
             f"{config.data.on_error!r}")
+    train = config.train
+    choices = (("schedule", ("step", "cosine")),
+               ("optimizer", ("sgd", "adamw")),
+               ("weight_decay_mode", ("l2", "decoupled")),
+               ("strategy", ("default", "mirrored", "multi_worker")),
+               ("mixed_precision", ("auto", "float32", "mixed_float16",
+                                    "mixed_bfloat16")))
+    for key, allowed in choices:
+        if getattr(train, key) not in allowed:
+            raise ConfigError(
+                f"train.{key}: expected one of {list(allowed)}, got "
+                f"{getattr(train, key)!r}")
+    for key in ("batch_size", "epochs"):
+        if getattr(train, key) < 1:
+            raise ConfigError(f"train.{key}: must be >= 1")
+    for key in ("steps_per_epoch", "checkpoint_every", "eval_every",
+                "eval_max_images", "backup_every", "log_every",
+                "tensorboard_images", "warmup_iters"):
+        if getattr(train, key) < 0:
+            raise ConfigError(f"train.{key}: must be >= 0")
+    if train.learning_rate <= 0 or train.clip_norm < 0 \
+            or train.weight_decay < 0:
+        raise ConfigError("train.learning_rate must be > 0, train.clip_norm "
+                          "and train.weight_decay >= 0")
+    if list(train.milestones) != sorted(train.milestones):
+        raise ConfigError("train.milestones: must be increasing")
     if len(config.loss.weights) != 7 or len(config.loss.scales_weight) != 3:
         raise ConfigError(
             "loss.weights needs 7 values and loss.scales_weight 3 values")

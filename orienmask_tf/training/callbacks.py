@@ -1,0 +1,255 @@
+"""Training callbacks: COCO evaluation, checkpoints of the plain network,
+step-exact backup and restore, TensorBoard images, NaN guard.
+"""
+
+import json
+import logging
+import math
+import os
+
+import cv2
+import keras
+import numpy as np
+import tensorflow as tf
+
+logger = logging.getLogger(__name__)
+
+# BGR-free RGB palette for drawn instances (tab10).
+PALETTE = np.array([
+    (31, 119, 180), (255, 127, 14), (44, 160, 44), (214, 39, 40),
+    (148, 103, 189), (140, 86, 75), (227, 119, 194), (127, 127, 127),
+    (188, 189, 34), (23, 190, 207)], np.uint8)
+
+
+def draw_detections(image, boxes, scores, classes, masks, class_names=(),
+                    score_threshold=0.3, alpha=0.5):
+    """Overlay masks, boxes and ``name score`` labels on an RGB uint8 image.
+
+    ``boxes`` ``(P, 4)`` x1, y1, x2, y2 and ``masks`` ``(P, h, w)`` in the
+    frame of ``image`` (masks of another size are resized, nearest).
+    """
+    out = image.astype(np.float32).copy()
+    height, width = image.shape[:2]
+    keep = [i for i in range(len(classes))
+            if classes[i] >= 0 and scores[i] >= score_threshold]
+    for rank, i in enumerate(keep):
+        colour = PALETTE[int(classes[i]) % len(PALETTE)].astype(np.float32)
+        if masks is not None:
+            mask = np.asarray(masks[i]).astype(np.uint8)
+            if mask.shape != (height, width):
+                mask = cv2.resize(mask, (width, height),
+                                  interpolation=cv2.INTER_NEAREST)
+            on = mask > 0
+            out[on] = (1 - alpha) * out[on] + alpha * colour
+    out = np.clip(out, 0, 255).astype(np.uint8)
+    for i in keep:
+        colour = tuple(int(c) for c in PALETTE[int(classes[i]) % len(PALETTE)])
+        x1, y1, x2, y2 = (int(round(float(v))) for v in boxes[i])
+        cv2.rectangle(out, (x1, y1), (x2, y2), colour, 1)
+        k = int(classes[i])
+        name = class_names[k] if k < len(class_names) else f"class {k}"
+        label = f"{name} {float(scores[i]):.2f}"
+        (tw, th), _ = cv2.getTextSize(label, cv2.FONT_HERSHEY_SIMPLEX, 0.35, 1)
+        y = max(y1, th + 2)
+        cv2.rectangle(out, (x1, y - th - 2), (x1 + tw + 2, y), colour, -1)
+        cv2.putText(out, label, (x1 + 1, y - 2), cv2.FONT_HERSHEY_SIMPLEX,
+                    0.35, (255, 255, 255), 1, cv2.LINE_AA)
+    return out
+
+
+class CocoEvalCallback(keras.callbacks.Callback):
+    """Every ``every`` epochs (and after the last), run ``evaluate_fn()``
+    (-> ``{"bbox": {...}, "segm": {...}}``) and add ``val_mask_AP``,
+    ``val_mask_AP50``, ``val_box_AP`` ... to the epoch logs (so the best
+    checkpoint and TensorBoard see them). Put it before those callbacks."""
+
+    def __init__(self, evaluate_fn, every=1, total_epochs=None):
+        super().__init__()
+        self.evaluate_fn = evaluate_fn
+        self.every = int(every)
+        self.total_epochs = total_epochs
+        self.history = []
+
+    def on_epoch_end(self, epoch, logs=None):
+        last = self.total_epochs is not None and epoch + 1 == self.total_epochs
+        if self.every <= 0 or not ((epoch + 1) % self.every == 0 or last):
+            return
+        stats = self.evaluate_fn()
+        values = {}
+        for iou_type, prefix in (("segm", "val_mask_"), ("bbox", "val_box_")):
+            for key in ("AP", "AP50", "AP75"):
+                if iou_type in stats:
+                    values[prefix + key] = float(stats[iou_type][key])
+        self.history.append({"epoch": epoch + 1, **values})
+        if logs is not None:
+            logs.update(values)
+        print(f"\nepoch {epoch + 1}: " + "  ".join(
+            f"{k} {v:.4f}" for k, v in values.items()), flush=True)
+
+
+class NetworkCheckpoint(keras.callbacks.Callback):
+    """Save the plain ``OrienMask`` (``model.network``) as ``.keras``:
+    ``epoch_{NNN}.keras`` every ``every`` epochs, ``last.keras`` each epoch
+    and ``best.keras`` when ``monitor`` (default ``val_mask_AP``) improves."""
+
+    def __init__(self, directory, every=1, monitor="val_mask_AP",
+                 enabled=True):
+        super().__init__()
+        self.directory = directory
+        self.every = int(every)
+        self.monitor = monitor
+        self.enabled = enabled
+        self.best = -math.inf
+        self.best_epoch = None
+
+    def on_epoch_end(self, epoch, logs=None):
+        if not self.enabled:
+            return
+        os.makedirs(self.directory, exist_ok=True)
+        network = self.model.network
+        network.save(os.path.join(self.directory, "last.keras"))
+        if self.every > 0 and (epoch + 1) % self.every == 0:
+            network.save(os.path.join(self.directory,
+                                      f"epoch_{epoch + 1:03d}.keras"))
+        value = (logs or {}).get(self.monitor)
+        if value is not None and value > self.best:
+            self.best, self.best_epoch = float(value), epoch + 1
+            network.save(os.path.join(self.directory, "best.keras"))
+            with open(os.path.join(self.directory, "best.json"), "w") as f:
+                json.dump({"epoch": epoch + 1, self.monitor: value}, f)
+
+
+def read_backup_state(backup_dir):
+    """``{"epoch", "step", "global_step"}`` of the last backup, or None."""
+    path = os.path.join(backup_dir, "training_state.json")
+    if not os.path.exists(path):
+        return None
+    with open(path) as f:
+        return json.load(f)
+
+
+class StepBackupAndRestore(keras.callbacks.BackupAndRestore):
+    """``keras.callbacks.BackupAndRestore`` that also resumes mid-epoch.
+
+    Keras' callback records the batch but restarts the interrupted epoch
+    from its first step (and its optimizer step count has then advanced
+    past it). This one writes ``training_state.json`` with the epoch, the
+    number of steps done in it and the optimizer's iteration count, next
+    to the weights (model + optimizer) after every ``save_freq`` steps and
+    every epoch; ``train`` reads it, finishes the interrupted epoch with
+    the remaining steps and goes on, so no step is lost or repeated.
+    ``step_offset`` is the step at which the current ``fit`` call starts
+    within its first epoch. Writes are atomic (temp file + rename).
+    """
+
+    def __init__(self, backup_dir, save_freq="epoch", step_offset=0,
+                 delete_checkpoint=False):
+        super().__init__(backup_dir, save_freq=save_freq,
+                         delete_checkpoint=delete_checkpoint,
+                         double_checkpoint=False)
+        self.step_offset = int(step_offset)
+        self._epoch = 0
+        self._steps_done = 0
+        self._first_epoch = None
+
+    def on_epoch_begin(self, epoch, logs=None):
+        if self._first_epoch is None:
+            self._first_epoch = epoch
+        self._epoch = epoch
+        self._steps_done = (self.step_offset if epoch == self._first_epoch
+                            else 0)
+
+    def on_train_batch_end(self, batch, logs=None):
+        self._steps_done += 1
+        loss = (logs or {}).get("loss")
+        if loss is not None and not np.isfinite(float(loss)):
+            return  # never back up a diverged state (NanGuard stops)
+        super().on_train_batch_end(batch, logs)
+
+    def on_epoch_end(self, epoch, logs=None):
+        self._epoch, self._steps_done = epoch + 1, 0
+        self._last_batch_seen = 0
+        self._save_model()
+
+    def _save_model(self):
+        os.makedirs(self.backup_dir, exist_ok=True)
+        tmp = self._weights_path + ".tmp.weights.h5"
+        self.model.save_weights(tmp, overwrite=True)
+        os.replace(tmp, self._weights_path)
+        state = {"epoch": int(self._epoch), "step": int(self._steps_done),
+                 "global_step": int(self.model.optimizer.iterations.numpy())}
+        path = os.path.join(self.backup_dir, "training_state.json")
+        with open(path + ".tmp", "w") as f:
+            json.dump(state, f)
+        os.replace(path + ".tmp", path)
+        with open(self._training_metadata_path, "w") as f:
+            json.dump({"epoch": state["epoch"], "batch": state["step"]}, f)
+
+
+class TensorBoardImages(keras.callbacks.Callback):
+    """Every ``every`` epochs, draw the predicted masks on a few validation
+    images (``images`` float32 ``(N, H, W, 3)`` in [0, 1]) and write them to
+    TensorBoard (``log_dir/images``) as ``val_predictions``."""
+
+    def __init__(self, log_dir, images, detect_fn, class_names=(), every=1,
+                 score_threshold=0.3):
+        super().__init__()
+        self.writer = tf.summary.create_file_writer(
+            os.path.join(log_dir, "images"))
+        self.images = np.asarray(images, np.float32)
+        self.detect_fn = detect_fn
+        self.class_names = tuple(class_names)
+        self.every = int(every)
+        self.score_threshold = score_threshold
+
+    def on_epoch_end(self, epoch, logs=None):
+        if self.every <= 0 or (epoch + 1) % self.every:
+            return
+        det = {k: np.asarray(v)
+               for k, v in self.detect_fn(self.images).items()}
+        drawn = []
+        for b, image in enumerate(self.images):
+            n = int(det["num_detections"][b])
+            drawn.append(draw_detections(
+                (image * 255).round().astype(np.uint8), det["boxes"][b][:n],
+                det["scores"][b][:n], det["classes"][b][:n],
+                det["masks"][b][:n], self.class_names, self.score_threshold))
+        with self.writer.as_default():
+            tf.summary.image("val_predictions", np.stack(drawn), step=epoch + 1,
+                             max_outputs=len(drawn))
+        self.writer.flush()
+
+
+class LearningRateLogger(keras.callbacks.Callback):
+    """Adds ``learning_rate`` (at the current step) to the epoch logs."""
+
+    def on_epoch_end(self, epoch, logs=None):
+        if logs is None:
+            return
+        optimizer = self.model.optimizer
+        lr = optimizer.learning_rate
+        if callable(getattr(optimizer, "_learning_rate", None)):
+            lr = optimizer._learning_rate(optimizer.iterations)
+        logs["learning_rate"] = float(np.asarray(lr))
+
+
+class NanGuard(keras.callbacks.Callback):
+    """Stop training at the first non-finite loss (``stopped_at`` records
+    ``(epoch, batch)``; ``train`` then reports an error). The weights of
+    the last backup and checkpoint stay those of the last finite step."""
+
+    def __init__(self):
+        super().__init__()
+        self.stopped_at = None
+        self._epoch = 0
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._epoch = epoch
+
+    def on_train_batch_end(self, batch, logs=None):
+        loss = (logs or {}).get("loss")
+        if loss is not None and not np.isfinite(float(loss)):
+            self.stopped_at = (self._epoch, batch)
+            logger.error("non-finite loss %s at epoch %d, batch %d: stopping",
+                         loss, self._epoch + 1, batch)
+            self.model.stop_training = True

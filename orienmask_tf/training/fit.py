@@ -1,0 +1,289 @@
+"""``train(config)``: strategy scope -> network + loss -> compile -> fit.
+
+Everything the run writes goes to ``train.output_dir`` (default
+``runs/<config name>``)::
+
+    config.yaml          the experiment (class names filled in)
+    checkpoints/         last.keras, best.keras (by val mask AP),
+                         epoch_NNN.keras every train.checkpoint_every epochs
+                         (each the plain OrienMask network)
+    model.keras          the final network
+    backup/              weights + optimizer + training_state.json
+                         (train.backup_every steps); a restarted run resumes
+                         at that epoch and step
+    logs/                TensorBoard: every loss item, learning rate, val AP;
+                         logs/images: predicted masks on validation images
+    history.csv          per-epoch logs
+    eval.json            the last COCO evaluation
+"""
+
+import dataclasses
+import json
+import logging
+import os
+
+import keras
+import numpy as np
+import tensorflow as tf
+import yaml
+
+from orienmask_tf.config import config_to_dict
+from orienmask_tf.training import callbacks as cb
+from orienmask_tf.training.optimizer import make_optimizer
+from orienmask_tf.training.schedules import make_schedule
+from orienmask_tf.training.strategy import distributed_dataset
+from orienmask_tf.training.strategy import get_strategy
+from orienmask_tf.training.strategy import is_chief
+from orienmask_tf.training.strategy import task_info
+from orienmask_tf.training.train_model import OrienMaskTrainModel
+
+logger = logging.getLogger(__name__)
+
+
+class TrainingError(RuntimeError):
+    """Training stopped abnormally (non-finite loss)."""
+
+
+def resolve_precision(policy):
+    """``train.mixed_precision``: ``auto`` = mixed_float16 on GPU, else
+    float32 (TF_NOTES: mixed precision is 1.5-22x slower on CPU)."""
+    if policy == "auto":
+        return ("mixed_float16" if tf.config.list_physical_devices("GPU")
+                else "float32")
+    return policy
+
+
+def make_train_encoder(config):
+    """The target encoder with float16 orientation targets (half the
+    memory per example at 544; the loss computes in float32)."""
+    from orienmask_tf.targets.orienmask_encoder import OrienMaskTargetEncoder
+
+    return OrienMaskTargetEncoder(
+        image_size=config.image_size, anchors=config.anchor_array(),
+        num_classes=config.model.num_classes,
+        center_region=config.loss.center_region,
+        valid_region=config.loss.valid_region, orien_dtype="float16")
+
+
+def build_network(config):
+    from orienmask_tf.models import OrienMask
+
+    network = OrienMask(**config.model_kwargs(), image_shape=(None, None, 3),
+                        name=config.name)
+    if config.train.init_weights:
+        path = config.train.init_weights
+        if not os.path.isfile(path):
+            raise ValueError(f"train.init_weights {path}: no such file (a "
+                             ".keras model from `orienmask-tf convert`, e.g. "
+                             "the official checkpoint or pretrained Darknet)")
+        source = keras.models.load_model(path, compile=False)
+        network.set_weights(source.get_weights())
+        logger.info("initialized from %s", path)
+    if config.train.freeze_bn:
+        for layer in network._flatten_layers():
+            if isinstance(layer, keras.layers.BatchNormalization):
+                layer.trainable = False  # Keras 3: also inference mode
+    return network
+
+
+def build_loss(config):
+    from orienmask_tf.losses import OrienMaskLoss
+
+    loss = config.loss
+    return OrienMaskLoss(
+        image_size=config.image_size, anchors=config.anchor_array(),
+        num_classes=config.model.num_classes,
+        obj_ignore_threshold=loss.obj_ignore_threshold,
+        label_smooth=loss.label_smooth, weights=loss.weights,
+        scales_weight=loss.scales_weight)
+
+
+def build_train_model(config, strategy, steps_per_epoch):
+    """Network, loss wrapper and compiled optimizer under ``strategy``."""
+    distributed = strategy.num_replicas_in_sync > 1 or isinstance(
+        strategy, (tf.distribute.MirroredStrategy,
+                   tf.distribute.MultiWorkerMirroredStrategy))
+    jit = config.train.jit_compile
+    if jit and distributed:
+        logger.warning("train.jit_compile is ignored under %s "
+                       "(keras-team/keras#19005)", type(strategy).__name__)
+        jit = False
+    with strategy.scope():
+        network = build_network(config)
+        model = OrienMaskTrainModel(network, build_loss(config))
+        model.build((None,) + tuple(config.image_size) + (3,))
+        schedule = make_schedule(config.train, steps_per_epoch)
+        model.compile(optimizer=make_optimizer(config.train, schedule),
+                      jit_compile=bool(jit))
+        model.optimizer.build(model.trainable_variables)
+    model.vector_logs = isinstance(
+        strategy, tf.distribute.MultiWorkerMirroredStrategy)
+    return model
+
+
+def _output_dirs(config, output_dir):
+    root = output_dir or config.train.output_dir or os.path.join(
+        "runs", config.name)
+    if not is_chief():
+        # Non-chief workers write their (identical) backups and throw-away
+        # logs apart, so that the chief's files are never overwritten.
+        _, index = task_info()
+        root = os.path.join(root, "workers", f"worker_{index}")
+    return root
+
+
+def train(config, output_dir=None, devices=None, extra_callbacks=(),
+          verbose=1, evaluate=True):
+    """Train OrienMask as ``config`` says; returns a summary dict.
+
+    Args:
+        config: an ``Experiment``.
+        output_dir: overrides ``train.output_dir``.
+        devices: device names for ``MirroredStrategy`` (default all GPUs).
+        extra_callbacks: more Keras callbacks (tests).
+        verbose: Keras progress bars (1), one line per epoch (2), none (0).
+        evaluate: COCO evaluation every ``train.eval_every`` epochs.
+    """
+    strategy = get_strategy(config.train.strategy, devices)
+    keras.config.set_dtype_policy(
+        resolve_precision(config.train.mixed_precision))
+    keras.utils.set_random_seed(config.train.seed)
+    chief = is_chief()
+    root = _output_dirs(config, output_dir)
+    os.makedirs(root, exist_ok=True)
+
+    from orienmask_tf.data import coco as coco_lib
+    from orienmask_tf.data.pipeline import build_dataset
+
+    coco = None
+    if not config.data.train_tfrecords:
+        if not config.data.train_annotations:
+            raise ValueError("no training data: set data.train_annotations "
+                             "and data.train_images (or data.train_tfrecords)")
+        coco = coco_lib.load_coco(config.data.train_annotations,
+                                  config.data.train_images,
+                                  on_error=config.data.on_error)
+        if not config.data.class_names:
+            config = dataclasses.replace(config, data=dataclasses.replace(
+                config.data, class_names=tuple(coco.class_names)))
+    steps = config.train.steps_per_epoch
+    if steps <= 0:
+        if coco is None:
+            raise ValueError("train.steps_per_epoch must be set when training "
+                             "from data.train_tfrecords")
+        steps = max(len(coco) // config.train.batch_size, 1)
+    if chief:
+        with open(os.path.join(root, "config.yaml"), "w") as f:
+            yaml.safe_dump(config_to_dict(config), f, sort_keys=False)
+
+    encoder = make_train_encoder(config)
+    dataset = distributed_dataset(strategy, lambda ctx: build_dataset(
+        config, "train", input_context=ctx, encoder=encoder, coco=coco))
+    model = build_train_model(config, strategy, steps)
+
+    evaluator = None
+    if evaluate and chief and config.train.eval_every > 0 \
+            and config.data.val_annotations:
+        from orienmask_tf.training.evaluate import NetworkEvaluator
+
+        evaluator = NetworkEvaluator(config, "val",
+                                     max_images=config.train.eval_max_images)
+
+    epochs = config.train.epochs
+    backup_dir = os.path.join(root, "backup")
+    state = cb.read_backup_state(backup_dir)
+    start_epoch, start_step = 0, 0
+    if state is not None:
+        start_epoch, start_step = int(state["epoch"]), int(state["step"])
+        if start_step >= steps:
+            start_epoch, start_step = start_epoch + 1, 0
+        print(f"resuming from {backup_dir}: epoch {start_epoch + 1}, step "
+              f"{start_step} (optimizer step {state['global_step']})",
+              flush=True)
+
+    def callbacks(step_offset):
+        nan_guard = cb.NanGuard()
+        result = [nan_guard, cb.LearningRateLogger()]
+        if evaluator is not None:
+            result.append(cb.CocoEvalCallback(
+                lambda: evaluator(model.network),
+                every=config.train.eval_every, total_epochs=epochs))
+        result.append(cb.NetworkCheckpoint(
+            os.path.join(root, "checkpoints"),
+            every=config.train.checkpoint_every, enabled=chief))
+        result.append(keras.callbacks.CSVLogger(
+            os.path.join(root, "history.csv"), append=True))
+        result.append(keras.callbacks.TensorBoard(
+            os.path.join(root, "logs"), write_graph=False,
+            update_freq=config.train.log_every or "epoch"))
+        if chief and evaluator is not None and config.train.tensorboard_images:
+            result.append(_image_callback(config, model, evaluator, root))
+        backup_freq = config.train.backup_every or "epoch"
+        result.append(cb.StepBackupAndRestore(
+            backup_dir, save_freq=backup_freq, step_offset=step_offset))
+        return nan_guard, result + list(extra_callbacks)
+
+    history = {}
+    phases = []
+    if start_step > 0 and start_epoch < epochs:
+        phases.append((start_epoch, start_epoch + 1, steps - start_step,
+                       start_step))
+        start_epoch += 1
+    if start_epoch < epochs:
+        phases.append((start_epoch, epochs, steps, 0))
+    if not phases and state is not None:
+        # Finished before: nothing to fit, but the weights are the backup's.
+        model.load_weights(os.path.join(backup_dir, "latest.weights.h5"))
+    guards = []
+    for first, last, phase_steps, offset in phases:
+        guard, phase_callbacks = callbacks(offset)
+        guards.append(guard)
+        result = model.fit(dataset, initial_epoch=first, epochs=last,
+                           steps_per_epoch=phase_steps,
+                           callbacks=phase_callbacks, verbose=verbose)
+        for key, values in result.history.items():
+            history.setdefault(key, []).extend(values)
+        if guard.stopped_at is not None:
+            raise TrainingError(
+                f"non-finite loss at epoch {guard.stopped_at[0] + 1}, batch "
+                f"{guard.stopped_at[1]}; the last finite state is in "
+                f"{backup_dir} (lower train.learning_rate or set "
+                "train.clip_norm)")
+    summary = {"output_dir": root, "steps_per_epoch": steps,
+               "epochs": epochs, "history": history,
+               "global_step": int(model.optimizer.iterations.numpy())}
+    if chief:
+        final = os.path.join(root, "model.keras")
+        model.network.save(final)
+        summary["model"] = final
+        best = os.path.join(root, "checkpoints", "best.keras")
+        if os.path.exists(best):
+            summary["best_model"] = best
+        if evaluator is not None and evaluator.last_results is not None:
+            with open(os.path.join(root, "eval_results.json"), "w") as f:
+                json.dump(evaluator.last_results, f)
+    summary["model_object"] = model
+    return summary
+
+
+def _image_callback(config, model, evaluator, root):
+    from orienmask_tf.export.serving import InferenceModel
+
+    count = config.train.tensorboard_images
+    images = []
+    for batch, _ in evaluator.dataset:
+        images.extend(np.asarray(batch))
+        if len(images) >= count:
+            break
+    images = np.stack(images[:count])
+    decode = dataclasses.asdict(config.decode)
+
+    def detect(batch):
+        inference = InferenceModel(model.network, config.image_size,
+                                   config.anchor_array(), decode,
+                                   jit_compile=False)
+        return inference.detect(batch)
+
+    return cb.TensorBoardImages(os.path.join(root, "logs"), images, detect,
+                                config.data.class_names,
+                                every=config.train.eval_every)

@@ -1,0 +1,98 @@
+"""Learning-rate schedules of the paper (Sec. 4): linear warm-up, then steps or cosine.
+
+Official ``step_lr_warmup_coco_e100`` (mmdet-style linear warm-up): during
+the first ``warmup_iters`` iterations the rate rises linearly from
+``warmup_ratio * lr`` to ``lr``; afterwards it is multiplied by ``gamma``
+at each milestone (iterations). ``WarmupCosineDecay`` replaces the steps by
+a cosine from ``lr`` to ``min_lr_ratio * lr`` at ``total_iters``.
+"""
+
+import math
+
+import keras
+from keras import ops
+
+
+def _warmup_factor(step, warmup_iters, warmup_ratio):
+    if warmup_iters <= 0:
+        return ops.ones_like(step)
+    progress = ops.minimum(step / float(warmup_iters), 1.0)
+    return 1.0 - (1.0 - progress) * (1.0 - warmup_ratio)
+
+
+@keras.saving.register_keras_serializable(package="orienmask_tf")
+class WarmupStepDecay(keras.optimizers.schedules.LearningRateSchedule):
+    """Linear warm-up, then ``lr * gamma ** (milestones passed)``.
+
+    Args:
+        learning_rate: base rate (paper: 1e-3 at batch 16).
+        milestones: iterations at which the rate is multiplied by ``gamma``.
+        gamma: decay factor (0.1).
+        warmup_iters: length of the linear warm-up (1000).
+        warmup_ratio: start of the warm-up as a fraction of the rate (0.1).
+    """
+
+    def __init__(self, learning_rate, milestones=(), gamma=0.1,
+                 warmup_iters=0, warmup_ratio=0.1):
+        self.learning_rate = float(learning_rate)
+        self.milestones = tuple(int(m) for m in milestones)
+        self.gamma = float(gamma)
+        self.warmup_iters = int(warmup_iters)
+        self.warmup_ratio = float(warmup_ratio)
+
+    def __call__(self, step):
+        step = ops.cast(step, "float32")
+        passed = ops.zeros_like(step)
+        for milestone in self.milestones:
+            passed = passed + ops.cast(step >= milestone, "float32")
+        decay = ops.power(self.gamma, passed)
+        return (self.learning_rate * decay
+                * _warmup_factor(step, self.warmup_iters, self.warmup_ratio))
+
+    def get_config(self):
+        return {"learning_rate": self.learning_rate,
+                "milestones": list(self.milestones), "gamma": self.gamma,
+                "warmup_iters": self.warmup_iters,
+                "warmup_ratio": self.warmup_ratio}
+
+
+@keras.saving.register_keras_serializable(package="orienmask_tf")
+class WarmupCosineDecay(keras.optimizers.schedules.LearningRateSchedule):
+    """Linear warm-up, then a cosine from ``lr`` to ``min_lr_ratio * lr``
+    reached at ``total_iters`` (held afterwards)."""
+
+    def __init__(self, learning_rate, total_iters, min_lr_ratio=0.0,
+                 warmup_iters=0, warmup_ratio=0.1):
+        self.learning_rate = float(learning_rate)
+        self.total_iters = int(total_iters)
+        self.min_lr_ratio = float(min_lr_ratio)
+        self.warmup_iters = int(warmup_iters)
+        self.warmup_ratio = float(warmup_ratio)
+
+    def __call__(self, step):
+        step = ops.cast(step, "float32")
+        span = max(self.total_iters - self.warmup_iters, 1)
+        progress = ops.clip((step - self.warmup_iters) / float(span), 0.0, 1.0)
+        cosine = 0.5 * (1.0 + ops.cos(math.pi * progress))
+        factor = self.min_lr_ratio + (1.0 - self.min_lr_ratio) * cosine
+        return (self.learning_rate * factor
+                * _warmup_factor(step, self.warmup_iters, self.warmup_ratio))
+
+    def get_config(self):
+        return {"learning_rate": self.learning_rate,
+                "total_iters": self.total_iters,
+                "min_lr_ratio": self.min_lr_ratio,
+                "warmup_iters": self.warmup_iters,
+                "warmup_ratio": self.warmup_ratio}
+
+
+def make_schedule(train, steps_per_epoch):
+    """The schedule of a ``TrainConfig`` (``schedule``: step or cosine)."""
+    common = dict(warmup_iters=train.warmup_iters,
+                  warmup_ratio=train.warmup_ratio)
+    if train.schedule == "cosine":
+        return WarmupCosineDecay(train.learning_rate,
+                                 total_iters=train.epochs * steps_per_epoch,
+                                 min_lr_ratio=train.min_lr_ratio, **common)
+    return WarmupStepDecay(train.learning_rate, train.milestones, train.gamma,
+                           **common)

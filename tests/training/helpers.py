@@ -1,0 +1,53 @@
+"""Tiny training setups for the training tests (64 px shapes data)."""
+
+import json
+import os
+import subprocess
+import sys
+
+from tests.testing import CONFIGS_DIR
+from tests.testing import REPO_DIR
+
+
+def make_data(root, num_train=8, num_val=4, size=64):
+    """Synthetic shapes (5 classes) under ``root``; returns --set overrides."""
+    from orienmask_tf.data import make_shapes
+
+    out = os.path.join(str(root), "shapes")
+    if not os.path.exists(os.path.join(out, "annotations")):
+        make_shapes(out, num_train=num_train, num_val=num_val,
+                    image_size=(size, size), seed=0, mean_instances=3.0)
+    return [f"data.train_annotations={out}/annotations/instances_train.json",
+            f"data.train_images={out}/train",
+            f"data.val_annotations={out}/annotations/instances_val.json",
+            f"data.val_images={out}/val"]
+
+
+TINY_OVERRIDES = [
+    "model.num_classes=5", "image_size=[64,64]", "data.max_instances=10",
+    "data.shuffle_buffer=16", "data.deterministic=true",
+    "data.num_parallel_calls=1", "train.batch_size=2",
+    "train.learning_rate=0.002", "train.warmup_iters=0",
+    "train.eval_every=0", "train.tensorboard_images=0"]
+
+
+def tiny_config(root, *overrides):
+    from orienmask_tf.config import load_config
+
+    return load_config(CONFIGS_DIR / "tiny.yaml",
+                       TINY_OVERRIDES + make_data(root) + list(overrides))
+
+
+def run_script(script, args, env=None, timeout=300):
+    """Run ``tests/training/<script>`` in a fresh Python (own TF devices)."""
+    full_env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2",
+                    PYTHONPATH=str(REPO_DIR), **(env or {}))
+    return subprocess.Popen(
+        [sys.executable, str(REPO_DIR / "tests" / "training" / script),
+         json.dumps(args)], env=full_env, cwd=str(REPO_DIR),
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+def finish(process, timeout=300):
+    output, _ = process.communicate(timeout=timeout)
+    return process.returncode, output
