@@ -24,44 +24,15 @@ mmdet key ``<module>.<param>`` maps to the weight ``<param>`` of the layer
 
 import re
 
-import keras
 import numpy as np
 
-from orienmask_tf.convert.orienmask_keys import NUM_BATCHES_TRACKED
-from orienmask_tf.convert.orienmask_keys import WeightSlot
-from orienmask_tf.convert.orienmask_keys import _BN_PARAMS
-from orienmask_tf.convert.orienmask_keys import _listing
-from orienmask_tf.convert.orienmask_keys import _walk
-from orienmask_tf.convert.torch_checkpoint import CheckpointError
+from orienmask_tf.convert.weight_map import load_checked
+from orienmask_tf.convert.weight_map import read_state_dict
+from orienmask_tf.convert.weight_map import torch_weight_map
 
 LAYOUTS = ("mmdet", "dbolya", "torchvision")
 # Keys of the torchvision classifier, never part of a backbone.
 TORCHVISION_SKIP = re.compile(r"^fc\.")
-
-
-def torch_weight_map(model, part="full"):
-    """``{mmdet key: WeightSlot}`` and the accepted ``num_batches_tracked``.
-
-    ``part="backbone"`` gives the backbone keys without the ``backbone.``
-    prefix (torchvision layout).
-    """
-    if part == "full":
-        root = model
-    elif part == "backbone":
-        root = model.get_layer("backbone")
-    else:
-        raise ValueError(f"part must be 'full' or 'backbone', got {part!r}")
-    slots, bn_counters = {}, set()
-    for module, layer, params in _walk(root, ""):
-        for torch_name, keras_name in params.items():
-            variable = getattr(layer, keras_name, None)
-            if variable is None:
-                continue
-            slots[f"{module}.{torch_name}"] = WeightSlot(
-                variable, is_kernel=keras_name == "kernel")
-        if params is _BN_PARAMS:
-            bn_counters.add(f"{module}.{NUM_BATCHES_TRACKED}")
-    return slots, bn_counters
 
 
 _DBOLYA_RULES = (
@@ -167,51 +138,17 @@ def convert_state_dict(model, state_dict, layout="auto", skip_keys=None,
         entries = renamed
     part = "backbone" if layout == "torchvision" else "full"
     slots, bn_counters = torch_weight_map(model, part)
-    missing = [k for k in slots if k not in entries]
-    unexpected = [origin[k] for k in entries
-                  if k not in slots and k not in bn_counters]
-    mis_shaped = [
-        f"{origin[k]} {tuple(np.shape(entries[k]))} != expected "
-        f"{slots[k].torch_shape}"
-        for k in slots if k in entries
-        and tuple(np.shape(entries[k])) != slots[k].torch_shape
-    ]
-    bad_dtype = [
-        f"{origin[k]} ({np.asarray(entries[k]).dtype})" for k in slots
-        if k in entries
-        and not np.issubdtype(np.asarray(entries[k]).dtype, np.floating)
-    ]
-    problems = [
-        _listing(title, items) for title, items in (
-            ("missing keys", missing), ("unexpected keys", unexpected),
-            ("wrong shapes", mis_shaped), ("non-float tensors", bad_dtype))
-        if items
-    ]
-    if problems:
-        raise CheckpointError(
-            f"{source}: does not match the {layout} YOLACT "
-            f"({part}, {getattr(model, 'num_classes', '?')} classes, "
-            f"{getattr(model, 'num_anchors', '?')} anchors); nothing was "
-            "loaded:\n" + "\n".join(problems))
-    for key, slot in slots.items():
-        value = slot.from_torch(np.asarray(entries[key], dtype=np.float32))
-        slot.variable.assign(value.astype(slot.variable.dtype))
+    load_checked(slots, bn_counters, entries, source,
+                 f"{layout} YOLACT ({part}, "
+                 f"{getattr(model, 'num_classes', '?')} classes, "
+                 f"{getattr(model, 'num_anchors', '?')} anchors)", origin)
     return {"layout": layout, "part": part, "assigned": len(slots),
             "skipped": skipped}
 
 
 def state_dict_from_model(model, part="full"):
     """The model as an mmdet state_dict (``num_batches_tracked`` as zeros)."""
-    slots, bn_counters = torch_weight_map(model, part)
-    state_dict = {}
-    for key, slot in slots.items():
-        value = keras.ops.convert_to_numpy(slot.variable)
-        state_dict[key] = slot.to_torch(value)
-        module = key.rsplit(".", 1)[0]
-        counter = f"{module}.{NUM_BATCHES_TRACKED}"
-        if key.endswith("running_var") and counter in bn_counters:
-            state_dict[counter] = np.zeros((), dtype=np.int64)
-    return state_dict
+    return read_state_dict(*torch_weight_map(model, part))
 
 
 __all__ = ["convert_state_dict", "dbolya_key", "dbolya_to_mmdet",
