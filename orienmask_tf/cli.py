@@ -306,6 +306,7 @@ def cmd_evaluate(args):
                              "--model (and --config) to run a model on a split")
         return run_evaluate(args)
     from orienmask_tf.eval.coco_eval import format_table
+    from orienmask_tf.eval.coco_eval import write_json
     from orienmask_tf.training.evaluate import NetworkEvaluator
 
     config = _config_for_model(args)
@@ -317,11 +318,7 @@ def cmd_evaluate(args):
     print(f"{len(evaluator.coco)} {args.split} images in "
           f"{evaluator.seconds:.1f} s")
     if args.output:
-        os.makedirs(os.path.dirname(os.path.abspath(args.output)),
-                    exist_ok=True)
-        with open(args.output, "w") as stream:
-            json.dump(stats, stream, indent=2)
-        print(f"wrote {args.output}")
+        write_json(args.output, stats)
     if args.results_output:
         with open(args.results_output, "w") as stream:
             json.dump(evaluator.last_results, stream)

@@ -349,13 +349,17 @@ class OrienMaskTrainTransform:
                         order)
 
 
-class OrienMaskEvalTransform:
-    """Official evaluation transform (``transform_val_544``): resize (warp)
-    to ``image_size`` with bilinear interpolation, masks nearest, /255."""
+class ResizeEvalTransform:
+    """Official evaluation transform: resize (warp, aspect ratio not kept) to
+    ``image_size``, bilinear for the image and nearest for the masks, then
+    ``normalize``. OrienMask (``transform_val_544``): ``/ 255``."""
 
     def __init__(self, image_size=(544, 544), min_box_size=1.0):
         self.image_size = tuple(int(v) for v in image_size)
         self.min_box_size = min_box_size
+
+    def normalize(self, image):
+        return image * np.float32(1 / 255)
 
     def __call__(self, image, masks, classes, crowd_mask, rng=None):
         image, stack, h0, w0 = _start(image, masks, crowd_mask)
@@ -364,8 +368,11 @@ class OrienMaskEvalTransform:
                            interpolation=cv2.INTER_LINEAR)
         stack = resize_planes(stack, w, h)
         info = [h / h0, w / w0, 0.0, 0.0, h0, w0]
-        return finalize(image * np.float32(1 / 255), stack, classes, info,
+        return finalize(self.normalize(image), stack, classes, info,
                         self.min_box_size)
+
+
+OrienMaskEvalTransform = ResizeEvalTransform
 
 
 # --------------------------------------------------------------------------
@@ -515,26 +522,18 @@ class YolactTrainTransform:
         return finalize(image, stack, classes, info, self.min_box_size)
 
 
-class YolactEvalTransform:
+class YolactEvalTransform(ResizeEvalTransform):
     """maIoU-YOLACT test pipeline: resize (no aspect ratio kept) to
     ``image_size``, ``(x - mean) / std`` in RGB."""
 
     def __init__(self, image_size=(550, 550), mean=YOLACT_MEAN,
                  std=YOLACT_STD, min_box_size=1.0):
-        self.image_size = tuple(int(v) for v in image_size)
+        super().__init__(image_size, min_box_size)
         self.mean = np.asarray(mean, np.float32)
         self.std = np.asarray(std, np.float32)
-        self.min_box_size = min_box_size
 
-    def __call__(self, image, masks, classes, crowd_mask, rng=None):
-        image, stack, h0, w0 = _start(image, masks, crowd_mask)
-        h, w = self.image_size
-        image = cv2.resize(image.astype(np.float32), (w, h),
-                           interpolation=cv2.INTER_LINEAR)
-        stack = resize_planes(stack, w, h)
-        info = [h / h0, w / w0, 0.0, 0.0, h0, w0]
-        return finalize((image - self.mean) / self.std, stack, classes, info,
-                        self.min_box_size)
+    def normalize(self, image):
+        return (image - self.mean) / self.std
 
 
 RECIPES = {

@@ -308,9 +308,13 @@ def run_evaluate(args):
         results = {t: results for t in args.iou_types}
     stats = evaluate(args.annotations, results, args.iou_types, args.backend)
     if args.output:
-        os.makedirs(os.path.dirname(os.path.abspath(args.output)),
-                    exist_ok=True)
-        with open(args.output, "w") as stream:
-            json.dump(stats, stream, indent=2)
-        print(f"wrote {args.output}")
+        write_json(args.output, stats)
     return 0
+
+
+def write_json(path, value):
+    """Write ``value`` as indented JSON, creating the folder; say where."""
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    with open(path, "w") as stream:
+        json.dump(value, stream, indent=2)
+    print(f"wrote {path}")
