@@ -27,10 +27,9 @@ def _add_config_args(parser):
 
 
 def _build_model(config, image_shape=(None, None, 3)):
-    from orienmask_tf.models import OrienMask
+    from orienmask_tf.training.builders import make_network
 
-    return OrienMask(**config.model_kwargs(), image_shape=image_shape,
-                     name=config.name)
+    return make_network(config, image_shape)
 
 
 def _count(weights):
@@ -48,6 +47,15 @@ def cmd_info(args):
     trainable = _count(model.trainable_weights)
     frozen = _count(model.non_trainable_weights)
     shapes = model.output_shapes(height, width, args.batch_size)
+    if config.is_yolact:
+        import dataclasses
+
+        # Counts per level for this input size (the rows are not printed).
+        _, counts = dataclasses.replace(
+            config, image_size=(height, width)).yolact_anchors()
+        anchors = list(counts)
+    else:
+        anchors = config.anchor_array().tolist()
     info = {
         "config": args.config,
         "name": config.name,
@@ -58,7 +66,9 @@ def cmd_info(args):
         "non_trainable_parameters": frozen,
         "total_parameters": trainable + frozen,
         "output_shapes": {k: list(v) for k, v in shapes.items()},
-        "anchors": config.anchor_array().tolist(),
+        "architecture": config.architecture,
+        # OrienMask: the 9 [w, h]; YOLACT: anchors per level P3..P7.
+        "anchors": anchors,
     }
     if args.json:
         print(json.dumps(info, indent=2))
@@ -67,26 +77,42 @@ def cmd_info(args):
     print(f"config      {args.config} ({config.name})")
     if config.reproduces:
         print(f"reproduces  {config.reproduces}")
-    print(f"model       OrienMask variant={m.variant} classes={m.num_classes} "
-          f"anchors/scale={m.num_anchors} width={m.width} "
-          f"blocks={list(m.stackwise_num_blocks)} "
-          f"synchronized_bn={m.synchronized_bn}")
+    if config.is_yolact:
+        kwargs = config.model_kwargs()
+        print(f"model       YOLACT classes={m.num_classes} "
+              f"anchors/location={kwargs['num_anchors']} "
+              f"protos={m.num_protos} resnet_blocks="
+              f"{list(m.stackwise_num_blocks)} stem={m.stem_channels} "
+              f"base={m.base_channels} fpn={m.fpn_channels} "
+              f"extra_convs_on={m.extra_convs_on} "
+              f"synchronized_bn={m.synchronized_bn}")
+    else:
+        print(f"model       OrienMask variant={m.variant} "
+              f"classes={m.num_classes} anchors/scale={m.num_anchors} "
+              f"width={m.width} blocks={list(m.stackwise_num_blocks)} "
+              f"synchronized_bn={m.synchronized_bn}")
     print(f"parameters  {trainable:,} trainable + {frozen:,} non-trainable "
           f"(BatchNorm moving statistics) = {trainable + frozen:,}")
-    print(f"input       {info['input_shape']} float32 RGB in [0, 1] (NHWC)")
+    scaling = ("(x - PIXEL_MEAN) / PIXEL_STD of 0..255" if config.is_yolact
+               else "in [0, 1]")
+    print(f"input       {info['input_shape']} float32 RGB {scaling} (NHWC)")
     print("outputs")
+    column = max(10, *(len(key) for key in shapes))
     for key, shape in shapes.items():
-        print(f"  {key:<10s}  {list(shape)}")
-    anchors = ", ".join(f"{w:g}x{h:g}" for w, h in config.anchor_array())
-    print(f"anchors     {anchors} (px, stride 8 / 16 / 32 groups of "
-          f"{m.num_anchors})")
+        print(f"  {key:<{column}s}  {list(shape)}")
+    if config.is_yolact:
+        print(f"anchors     {sum(counts):,} ({' + '.join(map(str, counts))} "
+              f"on P3..P7; targets.assigner={config.targets.assigner}, "
+              f"decode.style={config.decode.style})")
+    else:
+        anchors = ", ".join(f"{w:g}x{h:g}" for w, h in config.anchor_array())
+        print(f"anchors     {anchors} (px, stride 8 / 16 / 32 groups of "
+              f"{m.num_anchors})")
     return 0
 
 
 def cmd_convert(args):
     from orienmask_tf.config import load_config
-    from orienmask_tf.convert import check_official_config
-    from orienmask_tf.convert import convert_state_dict
     from orienmask_tf.convert import load_state_dict
 
     if not args.output.endswith(".keras"):
@@ -95,18 +121,28 @@ def cmd_convert(args):
     state_dict, official_config = load_state_dict(args.checkpoint,
                                                   return_config=True)
     model = _build_model(config)
-    if args.part != "backbone":
-        check_official_config(model, official_config, args.checkpoint)
-    report = convert_state_dict(model, state_dict, part=args.part,
-                                skip_keys=args.skip_keys,
-                                source=args.checkpoint)
+    if config.is_yolact:
+        report = _convert_yolact(args, config, model, state_dict)
+    else:
+        from orienmask_tf.convert import check_official_config
+        from orienmask_tf.convert import convert_state_dict
+
+        if args.layout != "auto":
+            raise ValueError("--layout applies to YOLACT configs only")
+        if args.part != "backbone":
+            check_official_config(model, official_config, args.checkpoint)
+        report = convert_state_dict(model, state_dict, part=args.part,
+                                    skip_keys=args.skip_keys,
+                                    source=args.checkpoint)
     os.makedirs(os.path.dirname(os.path.abspath(args.output)), exist_ok=True)
     model.save(args.output)
+    network = (f"YOLACT ({report['layout']} layout)" if config.is_yolact
+               else f"OrienMask {config.model.variant}")
     print(f"converted {args.checkpoint}: {report['assigned']} tensors into the "
-          f"{report['part']} of OrienMask {config.model.variant} "
+          f"{report['part']} of {network} "
           f"({config.model.num_classes} classes)")
     if report["skipped"]:
-        print(f"skipped by --skip-keys ({len(report['skipped'])}): "
+        print(f"skipped ({len(report['skipped'])}): "
               + ", ".join(report["skipped"]))
     if report["part"] == "backbone":
         print("the necks and heads keep their fresh initialization")
@@ -114,25 +150,34 @@ def cmd_convert(args):
     return 0
 
 
-def _load_keras_model(path):
-    import keras
+def _convert_yolact(args, config, model, state_dict):
+    """mmdet (maIoU fork), dbolya or torchvision-ResNet state_dict -> model."""
+    from orienmask_tf.convert.yolact_keys import convert_state_dict
+    from orienmask_tf.convert.yolact_keys import guess_layout
 
-    from orienmask_tf.models import OrienMask
+    layout = args.layout if args.layout != "auto" else guess_layout(
+        state_dict)
+    part = "backbone" if layout == "torchvision" else "full"
+    if args.part != "auto" and args.part != part:
+        raise ValueError(
+            f"--part {args.part}: a {layout} YOLACT checkpoint loads the "
+            f"{part} (torchvision ResNet weights: the backbone; mmdet / "
+            "dbolya checkpoints: the full model)")
+    if layout == "dbolya" and (config.decode.style != "dbolya"
+                               or config.model.extra_convs_on != "output"
+                               or not config.model.relu_fpn_outputs):
+        print("note: a dbolya checkpoint needs decode.style=dbolya, "
+              "model.extra_convs_on=output and model.relu_fpn_outputs=true "
+              "to reproduce the original YOLACT", file=sys.stderr)
+    return convert_state_dict(model, state_dict, layout=layout,
+                              skip_keys=args.skip_keys,
+                              source=args.checkpoint)
 
-    if not os.path.isfile(path):
-        raise ValueError(f"--model {path}: no such file (expected a .keras "
-                         "model from `orienmask-tf convert` or training)")
-    model = keras.models.load_model(path)
-    if not isinstance(model, OrienMask):
-        raise ValueError(f"--model {path}: expected an OrienMask model, got "
-                         f"{type(model).__name__}")
-    return model
 
+def _load_keras_model(path, config=None):
+    from orienmask_tf.training.builders import load_network
 
-def _decode_kwargs(config):
-    import dataclasses
-
-    return dataclasses.asdict(config.decode)
+    return load_network(path, config)
 
 
 def _read_calibration_images(directory, image_size, limit):
@@ -164,14 +209,11 @@ def cmd_export(args):
     from orienmask_tf.config import config_to_dict
     from orienmask_tf.config import load_config
 
+    from orienmask_tf.training.builders import inference_args
+
     config = load_config(args.config, args.overrides)
-    model = _load_keras_model(args.model)
-    if model.num_classes != config.model.num_classes:
-        raise ValueError(
-            f"--model {args.model} has {model.num_classes} classes but the "
-            f"config says model.num_classes={config.model.num_classes}")
-    common = (model, config.image_size, config.anchor_array(),
-              _decode_kwargs(config))
+    model = _load_keras_model(args.model, config)
+    common = (model, config.image_size, *inference_args(config))
     name = args.model_name or config.name
     if args.format == "saved_model":
         from orienmask_tf.export.saved_model import export_saved_model
@@ -225,15 +267,17 @@ def cmd_benchmark(args):
     from orienmask_tf.export.benchmark import benchmark_formats
     from orienmask_tf.export.benchmark import format_table
 
+    from orienmask_tf.training.builders import inference_args
+
     config = load_config(args.config, args.overrides)
     if args.model:
-        model = _load_keras_model(args.model)
+        model = _load_keras_model(args.model, config)
     else:
         print("no --model: random weights (latency does not depend on them)")
         model = _build_model(config)
     rows = benchmark_formats(
-        model, config.image_size, config.anchor_array(),
-        _decode_kwargs(config), formats=args.formats,
+        model, config.image_size, *inference_args(config),
+        formats=args.formats,
         batch_sizes=args.batch_sizes, warmup=args.warmup, runs=args.runs)
     print(format_table(rows))
     return 0
@@ -279,7 +323,7 @@ def cmd_predict(args):
     from orienmask_tf.training.predict import predict_images
 
     config = _config_for_model(args)
-    model = _load_keras_model(args.model)
+    model = _load_keras_model(args.model, config)
     class_names = tuple(config.data.class_names)
     if args.annotations:
         with open(args.annotations) as f:
@@ -310,7 +354,7 @@ def cmd_evaluate(args):
     from orienmask_tf.training.evaluate import NetworkEvaluator
 
     config = _config_for_model(args)
-    model = _load_keras_model(args.model)
+    model = _load_keras_model(args.model, config)
     evaluator = NetworkEvaluator(config, args.split,
                                  max_images=args.max_images)
     stats = evaluator(model, verbose=True)
@@ -351,8 +395,9 @@ def build_parser():
     info.set_defaults(func=cmd_info)
 
     convert = commands.add_parser(
-        "convert", help="import an official PyTorch OrienMask checkpoint "
-                        "into a .keras model")
+        "convert", help="import an official PyTorch OrienMask or YOLACT "
+                        "checkpoint into a .keras model (the network of "
+                        "--config)")
     convert.add_argument(
         "--checkpoint", required=True,
         help="official .pth (read with torch.load(weights_only=True); needs "
@@ -363,7 +408,14 @@ def build_parser():
     convert.add_argument(
         "--part", choices=("auto", "full", "backbone"), default="auto",
         help="full model (orienmask_yolo.pth) or Darknet-53 backbone only "
-             "(pretrained_darknet53.pth); auto looks for 'backbone.' keys")
+             "(pretrained_darknet53.pth); auto looks for 'backbone.' keys. "
+             "YOLACT: follows the layout (torchvision = backbone)")
+    convert.add_argument(
+        "--layout", choices=("auto", "mmdet", "dbolya", "torchvision"),
+        default="auto",
+        help="YOLACT configs: key layout of the checkpoint -- mmdet (maIoU "
+             "fork), dbolya (original YOLACT) or torchvision (ResNet-50 "
+             "ImageNet weights, backbone only); auto guesses from the keys")
     convert.add_argument(
         "--skip-keys", metavar="REGEX",
         help="ignore checkpoint keys matching this regex (reported); every "
@@ -417,9 +469,9 @@ def build_parser():
     from orienmask_tf.eval import coco_eval
 
     train = commands.add_parser(
-        "train", help="train OrienMask with model.fit (strategy, schedule, "
-                      "checkpoints, backup/resume, TensorBoard from the "
-                      "config's train section)")
+        "train", help="train OrienMask or YOLACT with model.fit (strategy, "
+                      "schedule, checkpoints, backup/resume, TensorBoard "
+                      "from the config's train section)")
     _add_config_args(train)
     train.add_argument("--output-dir",
                        help="default: train.output_dir or runs/<name>")

@@ -7,6 +7,10 @@ in, masks out) with the official PyTorch forward + post-processing recorded
 in tests/fixtures/reference/orienmask/timing_cpu.json.
 
     .venv/bin/python scripts/benchmark_export.py [--runs 5] [--no-write]
+
+``--arch yolact`` runs the same formats on the full-size YOLACT (ResNet-50,
+550x550, ATSS anchors, mmdet test_cfg; ``export.benchmark.yolact_setup``)
+and writes its own BENCHMARKS.md section (no official timing to compare).
 """
 
 import argparse
@@ -24,6 +28,7 @@ from orienmask_tf.export.benchmark import BATCHED  # noqa: E402
 from orienmask_tf.export.benchmark import FORMATS  # noqa: E402
 from orienmask_tf.export.benchmark import benchmark_formats  # noqa: E402
 from orienmask_tf.export.benchmark import format_table  # noqa: E402
+from orienmask_tf.export.benchmark import yolact_setup  # noqa: E402
 from orienmask_tf.models import OrienMask  # noqa: E402
 
 from benchmark_utils import REPO  # noqa: E402
@@ -40,19 +45,26 @@ def main():
     parser.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 8])
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--runs", type=int, default=5)
+    parser.add_argument("--arch", choices=("orienmask", "yolact"),
+                        default="orienmask")
+    parser.add_argument("--image-size", type=int, default=550,
+                        help="YOLACT input side (default 550)")
     parser.add_argument("--no-write", action="store_true")
     parser.add_argument("--rows-out", help=argparse.SUPPRESS)  # worker mode
     args = parser.parse_args()
 
-    config = load_config(args.config)
     if args.rows_out:  # one group of formats, in its own process
-        import dataclasses
+        if args.arch == "yolact":
+            setup = yolact_setup(args.image_size)
+        else:
+            import dataclasses
 
-        model = OrienMask(**config.model_kwargs())
+            config = load_config(args.config)
+            setup = (OrienMask(**config.model_kwargs()), config.image_size,
+                     config.anchor_array(), dataclasses.asdict(config.decode))
         rows = benchmark_formats(
-            model, config.image_size, config.anchor_array(),
-            dataclasses.asdict(config.decode), formats=args.formats,
-            batch_sizes=args.batch_sizes, warmup=args.warmup, runs=args.runs)
+            *setup, formats=args.formats, batch_sizes=args.batch_sizes,
+            warmup=args.warmup, runs=args.runs)
         with open(args.rows_out, "w") as f:
             json.dump(rows, f)
         return
@@ -66,11 +78,15 @@ def main():
         with tempfile.NamedTemporaryFile(suffix=".json") as out:
             subprocess.run(
                 [sys.executable, __file__, "--config", args.config,
+                 "--arch", args.arch, "--image-size", str(args.image_size),
                  "--formats", *group, "--batch-sizes",
                  *map(str, args.batch_sizes), "--warmup", str(args.warmup),
                  "--runs", str(args.runs), "--rows-out", out.name],
                 check=True)
             rows += json.loads(pathlib.Path(out.name).read_text())
+    if args.arch == "yolact":
+        return _write_yolact(args, rows)
+    config = load_config(args.config)
     official = json.loads((REPO / "tests/fixtures/reference/orienmask/"
                            "timing_cpu.json").read_text())
     ref = official["median_total_ms"]
@@ -105,6 +121,34 @@ def main():
     print(text)
     if not args.no_write:
         write_section("benchmark_export", text)
+        print("wrote BENCHMARKS.md")
+
+
+def _write_yolact(args, rows):
+    size = args.image_size
+    text = "\n".join([
+        f"## Deployment formats (YOLACT ResNet-50, {size}x{size}, end to end "
+        "with decoding and masks)",
+        "",
+        f"`scripts/benchmark_export.py --arch yolact`, {timestamp()}; "
+        f"{describe_machine()}; random weights, 80 classes, ATSS anchors "
+        "(1 per location), mmdet test_cfg (nms_pre 1000, Fast NMS top_k "
+        f"200, 100 detections); {args.warmup} warm-up + {args.runs} timed "
+        "runs.",
+        "",
+        format_table(rows),
+        "",
+        "`saved_model_xla` starts from uint8 pixels of a 640x480 image "
+        "(resize and mean / std normalisation inside the graph); every "
+        "other row starts from the resized [0, 1] float input. "
+        "`tflite_int8` is the calibrated int8 network plus the float TF "
+        "decoder (the int8 graph with the decoding converts but fails at "
+        "run time in a quantized DIV). Conversion / load time is the "
+        "one-off cost.",
+    ])
+    print(text)
+    if not args.no_write:
+        write_section("benchmark_export_yolact", text)
         print("wrote BENCHMARKS.md")
 
 

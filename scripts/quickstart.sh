@@ -1,30 +1,44 @@
 #!/usr/bin/env bash
-# The README's main command, CPU only, about 10-15 minutes on 2 cores:
-# set up .venv, generate the synthetic shapes dataset, train a small OrienMask
-# (configs/quickstart.yaml), evaluate it on the shapes validation split (COCO
-# bbox + segm tables), export it as a SavedModel and draw its predictions.
-# Re-running resumes an interrupted training (runs/quickstart/backup) or, if
-# it finished, only evaluates / exports / draws again; delete runs/quickstart
-# to train from scratch. Extra arguments go to `orienmask-tf train`
+# The README's main command, CPU only, about 12-15 minutes on 2 cores:
+# set up .venv, generate the synthetic shapes dataset (simple style), train a
+# small OrienMask (configs/quickstart.yaml), evaluate it on the shapes
+# validation split (COCO bbox + segm tables), export it as a SavedModel and
+# draw its predictions.
+#   bash scripts/quickstart.sh                  OrienMask (runs/quickstart)
+#   bash scripts/quickstart.sh --model yolact   YOLACT with ATSS-maIoU
+#                                               (runs/quickstart_yolact)
+# Re-running resumes an interrupted training (runs/<name>/backup) or, if it
+# finished, only evaluates / exports / draws again; delete runs/<name> to
+# train from scratch. Further arguments go to `orienmask-tf train`
 # (e.g. --set train.epochs=2 for a smoke run).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 start=$(date +%s)
+name=quickstart
+if [ "${1:-}" = "--model" ]; then
+  case "${2:-}" in
+    orienmask) ;;
+    yolact) name=quickstart_yolact ;;
+    *) echo "--model: expected orienmask or yolact, got '${2:-}'" >&2; exit 2 ;;
+  esac
+  shift 2
+fi
 bash scripts/setup_env.sh
 om=.venv/bin/orienmask-tf
-run=runs/quickstart
-if [ ! -f data/shapes/annotations/instances_val.json ]; then
-  "$om" make-shapes --out data/shapes --num-train 600 --num-val 100 \
-    --image-size 160 160 --mean-instances 4
+run=runs/$name
+data=data/shapes_simple
+if [ ! -f "$data/annotations/instances_val.json" ]; then
+  "$om" make-shapes --out "$data" --style simple --num-train 600 \
+    --num-val 100 --image-size 160 160 --mean-instances 3
 fi
-"$om" train --config configs/quickstart.yaml --verbose 2 "$@"
+"$om" train --config "configs/$name.yaml" --verbose 2 "$@"
 "$om" evaluate --model "$run/model.keras" --output "$run/eval.json" \
   --results-output "$run/val_results.json"
 rm -rf "$run/saved_model"
 "$om" export --model "$run/model.keras" --config "$run/config.yaml" \
-  --output "$run/saved_model" --model-name quickstart --version 1 \
+  --output "$run/saved_model" --model-name "$name" --version 1 \
   --score-threshold 0.3
-"$om" predict --model "$run/model.keras" --images 'data/shapes/val/00000[0-7].jpg' \
+"$om" predict --model "$run/model.keras" --images "$data/val/00000[0-7].jpg" \
   --output "$run/predictions" --coco-json "$run/predictions/detections.json" \
   --score-threshold 0.1  # the small model scores low; ~0.3 for a well-trained one
 elapsed=$(( $(date +%s) - start ))
@@ -32,8 +46,8 @@ cat <<MSG
 
 quickstart done in ${elapsed} s. Outputs:
   $run/model.keras                 trained network (best by mask AP: $run/checkpoints/best.keras)
-  $run/eval.json                   COCO bbox / segm metrics on data/shapes val (table above)
-  $run/saved_model/quickstart/1    SavedModel for TF Serving (saved_model_cli show --dir ... --all)
+  $run/eval.json                   COCO bbox / segm metrics on $data val (table above)
+  $run/saved_model/$name/1    SavedModel for TF Serving (saved_model_cli show --dir ... --all)
   $run/predictions/                validation images with masks, boxes, classes and scores drawn
   $run/logs/                       TensorBoard: tensorboard --logdir $run/logs
 MSG

@@ -41,6 +41,9 @@ def test_info_on_every_shipped_config(path, capsys):
     assert cli.main(["info", "--config", str(path), "--json"]) == 0
     info = json.loads(capsys.readouterr().out)
     height, width = info["input_shape"][1:3]
+    if info["architecture"] == "yolact":
+        _check_yolact_info(info)
+        return
     assert info["output_shapes"]["orien_s32"][1:3] == [height // 4, width // 4]
     official = {"fpn_plus": "OrienMaskYOLOFPNPlus", "base": "OrienMaskYOLO"}
     if info["model"]["num_classes"] == 80 and info["model"]["width"] == 32:
@@ -49,6 +52,38 @@ def test_info_on_every_shipped_config(path, capsys):
         assert info["trainable_parameters"] == listing["num_parameters"]
         assert (info["total_parameters"]
                 == listing["num_params_plus_bn_running_stats"])
+
+
+def _check_yolact_info(info):
+    shapes = info["output_shapes"]
+    p3 = shapes["cls_score_l0"][1:3]
+    assert shapes["protos"][1:3] == [2 * p3[0], 2 * p3[1]]
+    anchors = info["model"]["num_anchors"]
+    assert info["anchors"] == [
+        shapes[f"cls_score_l{i}"][1] * shapes[f"cls_score_l{i}"][2] * anchors
+        for i in range(5)]
+    if info["model"]["num_classes"] == 80 and \
+            info["model"]["fpn_channels"] == 256:
+        # maIoU ResNet-50 YOLACT: mmdet's parameter count (the fixture's
+        # ATSS listing; 3 anchors for the fixed-IoU baseline).
+        listing = json.loads(testing.reference_path(
+            "yolact", "state_dict_yolact_r50_550_mmdet.json").read_text())
+        expected = {1: listing["num_parameters"], 3: 35_293_711}[anchors]
+        assert expected == (34_754_341 if anchors == 1 else 35_293_711)
+        assert info["trainable_parameters"] == expected
+        assert shapes["cls_score_l0"][-1] == anchors * 81
+
+
+def test_info_on_yolact_tiny(capsys):
+    tiny = str(testing.CONFIGS_DIR / "yolact_tiny.yaml")
+    assert cli.main(["info", "--config", tiny, "--set",
+                     "targets.assigner=fixed_iou"]) == 0
+    out = capsys.readouterr().out
+    assert "YOLACT classes=3 anchors/location=3 protos=8" in out
+    assert "cls_score_l0   [1, 12, 16, 12]" in out  # 3 x (3 + 1) channels
+    assert "protos         [1, 24, 32, 8]" in out
+    assert "anchors     771 (576 + 144 + 36 + 12 + 3 on P3..P7; " \
+           "targets.assigner=fixed_iou" in out
 
 
 def test_info_with_overrides_and_image_size(capsys):

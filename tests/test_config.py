@@ -16,6 +16,10 @@ def test_configs_are_shipped():
     names = {p.stem for p in testing.SHIPPED_CONFIGS}
     assert {"orienmask_yolo_coco_544", "orienmask_yolo_coco_544_anchor4",
             "orienmask_yolo_fpnplus_coco_544_anchor4", "tiny"} <= names
+    # maIoU paper Table 2: 3 scales x 3 assigners, plus test / CPU configs.
+    assert {f"yolact_r50_{scale}_{assigner}" for scale in (400, 550, 700)
+            for assigner in ("fixed_iou", "atss_iou", "atss_maiou")} <= names
+    assert {"yolact_tiny", "quickstart_yolact"} <= names
 
 
 @pytest.mark.parametrize("path", testing.SHIPPED_CONFIGS, ids=lambda p: p.stem)
@@ -62,7 +66,8 @@ def test_unknown_key_names_file_and_key(tmp_path):
     path = _write(tmp_path, "model:\n  widht: 8\n")
     with pytest.raises(ConfigError,
                        match=r"exp.yaml: unknown key 'model.widht'; known keys "
-                             r"of 'model': num_anchors, num_classes"):
+                             r"of 'model': architecture, num_anchors, "
+                             r"num_classes"):
         load_config(path)
 
 
@@ -88,6 +93,21 @@ def test_unknown_section_is_an_error(tmp_path):
 def test_bad_values_name_the_key(tmp_path, text, message):
     with pytest.raises(ConfigError, match=message):
         load_config(_write(tmp_path, text))
+
+
+def test_orienmask_configs_keep_their_sections():
+    config = load_config(testing.CONFIGS_DIR / "tiny.yaml")
+    assert config.architecture == "orienmask" and config.targets is None
+    assert "targets" not in config_to_dict(config)
+    assert "architecture" not in config.model_kwargs()
+    np.testing.assert_array_equal(config.inference_anchors(),
+                                  config.anchor_array())
+    assert config.decode_kwargs() == dict(
+        conf_thresh=0.005, nms="greedy", nms_threshold=0.5, nms_pre=400,
+        nms_post=100, orien_thresh=0.3)
+    with pytest.raises(ConfigError, match=r"data.recipe: 'yolact' does not "
+                                          r"match model.architecture"):
+        load_config(testing.CONFIGS_DIR / "tiny.yaml", ["data.recipe=yolact"])
 
 
 def test_missing_file_is_named(tmp_path):

@@ -36,6 +36,7 @@ import numpy as np
 import tensorflow as tf
 
 from orienmask_tf.config import DataConfig  # noqa: F401 (re-exported)
+from orienmask_tf.config import YOLACT_ASSIGNERS
 from orienmask_tf.data import augment
 from orienmask_tf.data import coco as coco_lib
 
@@ -145,15 +146,31 @@ def _to_dict(values, image_size, max_instances, pad_masks=True):
     return image, gt
 
 
-def make_encoder(config):
-    """The OrienMask target encoder of an ``Experiment`` (plain kwargs)."""
+def make_encoder(config, orien_dtype="float32"):
+    """The target encoder of an ``Experiment`` (plain kwargs), by
+    ``model.architecture``: ``OrienMaskTargetEncoder`` (orientation targets
+    in ``orien_dtype``) or ``YolactTargetEncoder`` (the config's anchors and
+    assigner)."""
+    if config.is_yolact:
+        from orienmask_tf.targets.yolact_encoder import YolactTargetEncoder
+
+        anchors, counts = config.yolact_anchors()
+        targets = config.targets
+        assigner, overlap = YOLACT_ASSIGNERS[targets.assigner]
+        return YolactTargetEncoder(
+            anchors, counts, config.image_size,
+            num_classes=config.model.num_classes, assigner=assigner,
+            overlap=overlap, topk=targets.topk,
+            official_segm_channels=targets.official_segm_channels,
+            pos_iou_thr=targets.pos_iou_thr, neg_iou_thr=targets.neg_iou_thr,
+            min_pos_iou=targets.min_pos_iou)
     from orienmask_tf.targets.orienmask_encoder import OrienMaskTargetEncoder
 
     return OrienMaskTargetEncoder(
         image_size=config.image_size, anchors=config.anchor_array(),
         num_classes=config.model.num_classes,
         center_region=config.loss.center_region,
-        valid_region=config.loss.valid_region)
+        valid_region=config.loss.valid_region, orien_dtype=orien_dtype)
 
 
 def _split_paths(data, split):
@@ -165,7 +182,7 @@ def _split_paths(data, split):
 
 
 def build_dataset(config, split, input_context=None, encoder=None, data=None,
-                  batch_size=None, training=None, coco=None):
+                  batch_size=None, training=None, coco=None, start_batch=0):
     """Batched ``tf.data.Dataset`` of ``(images, gt or targets)``.
 
     Args:
@@ -181,6 +198,12 @@ def build_dataset(config, split, input_context=None, encoder=None, data=None,
         training: augment, shuffle, repeat and drop the remainder (default:
             ``split == "train"``).
         coco: an already loaded ``coco.CocoDataset`` (skips the JSON read).
+        start_batch: training only: begin the stream after this many
+            batches (a resumed run passes its global step, so that it sees
+            the batches -- order and augmentation -- the uninterrupted run
+            would have seen). Only example indices are skipped, nothing is
+            decoded; with ``data.on_error: skip`` a dropped example shifts
+            the stream by one.
 
     Returns:
         ``tf.data.Dataset``; in training the batch dimension is static.
@@ -197,8 +220,11 @@ def build_dataset(config, split, input_context=None, encoder=None, data=None,
         num_pipelines = input_context.num_input_pipelines
         pipeline_id = input_context.input_pipeline_id
         batch = input_context.get_per_replica_batch_size(global_batch)
+    options = {"min_box_size": data.min_box_size}
+    if training and data.recipe == "orienmask":
+        options.update(jitter=data.aspect_jitter, pad_ratio=data.pad_ratio)
     transform = augment.make_transform(data.recipe, training, image_size,
-                                       min_box_size=data.min_box_size)
+                                       **options)
     parser = ExampleParser(transform, image_size, data.max_instances,
                            seed=data.seed, pipeline_id=pipeline_id,
                            on_error=data.on_error)
@@ -222,7 +248,11 @@ def build_dataset(config, split, input_context=None, encoder=None, data=None,
     if training:
         ds = ds.shuffle(data.shuffle_buffer, seed=data.seed,
                         reshuffle_each_iteration=True).repeat()
-    ds = ds.enumerate()
+    ds = ds.enumerate()  # the counter seeds each example's augmentation
+    if start_batch:
+        if not training:
+            raise ValueError("start_batch is for the training stream")
+        ds = ds.skip(int(start_batch) * batch)
     ds = ds.map(load, num_parallel_calls=parallel,
                 deterministic=data.deterministic)
     ds = ds.filter(lambda *values: values[-1])

@@ -11,6 +11,13 @@ about one in five as compressed RLE, so both paths of the reader are used.
 Everything is a function of ``seed``: the same arguments write the same
 bytes.
 
+``style="simple"`` (the CPU quickstart's dataset) draws an easier variant:
+1-6 flat-coloured shapes of 18-55 % of the image side, fully inside the
+image, hardly overlapping (at most 10 % of either shape's area), ellipses
+clearly elongated (so that no ellipse is a circle), no crowd regions. A
+small network learns it in minutes; the default ``"coco"`` style is the
+hard, COCO-like one.
+
 Layout written under ``out``::
 
     train/000000.jpg ...   val/000000.jpg ...
@@ -33,7 +40,11 @@ CATEGORIES = (
     {"id": 8, "name": "star", "supercategory": "shape"},
 )
 SPLITS = ("train", "val")
+STYLES = ("coco", "simple")
 MIN_VISIBLE_AREA = 6
+SIMPLE_SIZE_RANGE = (0.18, 0.55)  # fraction of min(height, width)
+SIMPLE_MAX_OVERLAP = 0.1  # of either shape's area
+SIMPLE_MAX_INSTANCES = 6
 
 
 def _texture(rng, height, width):
@@ -58,15 +69,29 @@ def _background(rng, height, width):
     return smooth + rng.normal(0, 12, (height, width, 3)).astype(np.float32)
 
 
-def _shape_mask(rng, label, height, width, size):
-    """``(H, W)`` uint8 mask of one shape of class ``label`` and scale size."""
+def _shape_mask(rng, label, height, width, size, inside=False):
+    """``(H, W)`` uint8 mask of one shape of class ``label`` and scale size.
+
+    ``inside``: the centre keeps the shape within the image and ellipses
+    have an aspect ratio of at least 1.6 (the simple style).
+    """
     mask = np.zeros((height, width), np.uint8)
-    cx = rng.uniform(-0.1, 1.1) * width
-    cy = rng.uniform(-0.1, 1.1) * height
-    angle = rng.uniform(0, 360)
-    aspect = rng.uniform(0.5, 2.0)
-    w, h = size * np.sqrt(aspect), size / np.sqrt(aspect)
     name = CATEGORIES[label]["name"]
+    if inside:
+        angle = rng.uniform(0, 360)
+        aspect = (rng.uniform(1.6, 2.6) ** rng.choice([-1.0, 1.0])
+                  if name == "ellipse" else rng.uniform(0.5, 2.0))
+        w, h = size * np.sqrt(aspect), size / np.sqrt(aspect)
+        margin = 0.5 * max(np.hypot(w, h) if name in ("ellipse", "rectangle")
+                           else size, 1.0)  # radius of a bounding circle
+        cx = rng.uniform(margin, max(margin, width - margin))
+        cy = rng.uniform(margin, max(margin, height - margin))
+    else:
+        cx = rng.uniform(-0.1, 1.1) * width
+        cy = rng.uniform(-0.1, 1.1) * height
+        angle = rng.uniform(0, 360)
+        aspect = rng.uniform(0.5, 2.0)
+        w, h = size * np.sqrt(aspect), size / np.sqrt(aspect)
     center = (int(round(cx * 16)), int(round(cy * 16)))
     if name == "circle":
         cv2.circle(mask, center, int(size / 2 * 16), 1, -1, cv2.LINE_8, 4)
@@ -118,9 +143,54 @@ def _uncompressed_rle(mask):
     return {"counts": counts, "size": list(mask.shape)}
 
 
+def _flat_colour(rng, height, width):
+    """A saturated colour (HSV saturation and value >= 0.6) plus noise."""
+    hsv = np.array([[[rng.uniform(0, 180), rng.uniform(153, 255),
+                      rng.uniform(153, 255)]]], np.uint8)
+    colour = cv2.cvtColor(hsv, cv2.COLOR_HSV2RGB)[0, 0].astype(np.float32)
+    return colour + rng.normal(0, 6, (height, width, 3)).astype(np.float32)
+
+
+def _overlaps(mask, drawn, limit):
+    """Whether ``mask`` covers more than ``limit`` of itself or of a drawn one."""
+    area = mask.sum()
+    for _, other, _ in drawn:
+        common = np.logical_and(mask, other).sum()
+        if common > limit * min(area, other.sum()):
+            return True
+    return False
+
+
+def make_simple_image(rng, height, width, mean_instances=3.0,
+                      max_instances=SIMPLE_MAX_INSTANCES):
+    """One image of the simple style (see the module docstring)."""
+    background = _background(rng, height, width)
+    grey = background.mean(axis=-1, keepdims=True)
+    image = np.clip(0.4 * background + 0.6 * grey, 70, 185)  # muted
+    count = int(np.clip(rng.poisson(mean_instances), 1, max_instances))
+    side = min(height, width)
+    drawn = []
+    for _ in range(count):
+        for _attempt in range(10):
+            label = int(rng.integers(len(CATEGORIES)))
+            size = float(rng.uniform(*SIMPLE_SIZE_RANGE) * side)
+            mask = _shape_mask(rng, label, height, width, size, inside=True)
+            if mask.any() and not _overlaps(mask, drawn, SIMPLE_MAX_OVERLAP):
+                break
+        else:
+            continue
+        image = np.where(mask[..., None] > 0,
+                         _flat_colour(rng, height, width), image)
+        for _, other, _ in drawn:
+            other &= 1 - mask
+        drawn.append((label, mask, False))
+    image = np.clip(image, 0, 255).astype(np.uint8)
+    return image, [item for item in drawn if item[1].sum() >= MIN_VISIBLE_AREA]
+
+
 def make_image(rng, height, width, mean_instances=7.0, max_instances=20,
                crowd_probability=0.15):
-    """One synthetic image and its visible instances.
+    """One synthetic image and its visible instances (the coco style).
 
     Returns ``(image (H, W, 3) uint8 RGB, [(label, mask, is_crowd), ...])``.
     """
@@ -163,8 +233,10 @@ def make_image(rng, height, width, mean_instances=7.0, max_instances=20,
 
 
 def make_split(out, split, num_images, image_size, seed, mean_instances=7.0,
-               quality=90, progress=None):
+               quality=90, progress=None, style="coco"):
     """Write one split; returns the path of its instances JSON."""
+    if style not in STYLES:
+        raise ValueError(f"style must be one of {STYLES}, got {style!r}")
     height, width = image_size
     split_id = SPLITS.index(split) if split in SPLITS else len(SPLITS)
     image_dir = os.path.join(out, split)
@@ -173,7 +245,11 @@ def make_split(out, split, num_images, image_size, seed, mean_instances=7.0,
     images, annotations = [], []
     for index in range(num_images):
         rng = np.random.default_rng([seed, split_id, index])
-        image, instances = make_image(rng, height, width, mean_instances)
+        if style == "simple":
+            image, instances = make_simple_image(rng, height, width,
+                                                 mean_instances)
+        else:
+            image, instances = make_image(rng, height, width, mean_instances)
         file_name = f"{index:06d}.jpg"
         ok, data = cv2.imencode(".jpg", image[..., ::-1],
                                 [cv2.IMWRITE_JPEG_QUALITY, quality])
@@ -206,7 +282,8 @@ def make_split(out, split, num_images, image_size, seed, mean_instances=7.0,
         if progress is not None:
             progress(split, index + 1, num_images)
     data = {"info": {"description": f"orienmask-tf synthetic shapes "
-                                    f"(seed {seed})", "version": "1.0"},
+                                    f"(seed {seed}, style {style})",
+                     "version": "1.0"},
             "licenses": [], "images": images, "annotations": annotations,
             "categories": [dict(c) for c in CATEGORIES]}
     path = os.path.join(out, "annotations", f"instances_{split}.json")
@@ -226,11 +303,12 @@ def _to_rle(segmentation, height, width):
 
 
 def make_shapes(out, num_train=64, num_val=16, image_size=(480, 640),
-                seed=0, mean_instances=7.0, quality=90, progress=None):
+                seed=0, mean_instances=7.0, quality=90, progress=None,
+                style="coco"):
     """Write the train and val splits; returns ``{split: json_path}``."""
     out = os.fspath(out)
     return {split: make_split(out, split, n, image_size, seed,
-                              mean_instances, quality, progress)
+                              mean_instances, quality, progress, style)
             for split, n in (("train", num_train), ("val", num_val))}
 
 
@@ -246,6 +324,10 @@ def add_parser(subparsers):
                         metavar=("HEIGHT", "WIDTH"))
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--mean-instances", type=float, default=7.0)
+    parser.add_argument("--style", choices=STYLES, default="coco",
+                        help="coco: textured shapes of every size with "
+                             "occlusion and crowd regions (default); simple: "
+                             "few large flat-coloured shapes (quickstart)")
     parser.set_defaults(func=run_make_shapes)
     return parser
 
@@ -258,7 +340,8 @@ def run_make_shapes(args):
 
     paths = make_shapes(args.out, args.num_train, args.num_val,
                         tuple(args.image_size), args.seed,
-                        args.mean_instances, progress=progress)
+                        args.mean_instances, progress=progress,
+                        style=args.style)
     for split, path in paths.items():
         print(f"wrote {path}")
     return 0

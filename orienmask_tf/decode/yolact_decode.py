@@ -263,12 +263,14 @@ class YolactDecoder:
             nms_pre=self.nms_pre, score_thr=self.score_thr,
             iou_thr=self.iou_thr, top_k=self.top_k,
             max_per_img=self.max_per_img, style=self.style)
-        _, masks = assemble_masks(outputs["protos"], dets["coeffs"],
-                                  dets["boxes"], self.image_size,
-                                  self.image_size, self.mask_threshold,
-                                  true_swap=self.style == "dbolya")
+        soft, _ = assemble_masks(outputs["protos"], dets["coeffs"],
+                                 dets["boxes"], self.image_size,
+                                 self.image_size, self.mask_threshold,
+                                 true_swap=self.style == "dbolya")
         valid = dets["labels"] >= 0
-        dets["masks"] = masks * tf.cast(valid, tf.uint8)[..., None, None]
+        # A boolean AND, not a uint8 multiply: TFLite has no builtin uint8 Mul.
+        dets["masks"] = tf.cast((soft > self.mask_threshold)
+                                & valid[..., None, None], tf.uint8)
         return dets
 
 

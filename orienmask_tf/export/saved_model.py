@@ -11,7 +11,13 @@ Signatures (``saved_model_cli show --all`` lists them):
 * ``serve_jpeg``: ``images`` string ``[batch]`` of encoded JPEG/PNG bytes ->
   the same outputs.
 * ``serve_raw``: ``images`` float32 ``[batch, H, W, 3]`` in [0, 1] -> the raw
-  network outputs (``box_s32`` ... ``orien_s8``).
+  network outputs (OrienMask: ``box_s32`` ... ``orien_s8``; YOLACT:
+  ``cls_score_l0`` ... ``coeff_pred_l4`` and ``protos``, the normalisation
+  applied inside, the training-only ``segm`` left out).
+
+The model may be an ``OrienMask`` or a ``Yolact`` (see ``serving.py`` for
+what ``anchors`` and ``decode_kwargs`` are for each); the signatures are the
+same for both.
 """
 
 import json

@@ -1,19 +1,36 @@
 """Inference graph shared by every export format: pixels in, detections out.
 
-``InferenceModel`` joins the Keras network, the OrienMask decoder and the
-official inference preprocessing (``transform_infer_544``: bilinear resize
-of the whole image to the network size -- no letterbox -- then ``/ 255``),
-and maps boxes back to each original image. Its functions are what the
+``InferenceModel`` joins the Keras network, its decoder and the official
+inference preprocessing (a bilinear resize of the whole image to the
+network size -- no letterbox -- then the architecture's normalisation), and
+maps boxes back to each original image. Its functions are what the
 SavedModel signatures, the TFLite model and the ONNX graph are made of.
+
+Everything that depends on the architecture lives in one adapter, chosen by
+``make_adapter`` from the model's class:
+
+* ``OrienMaskAdapter``: input ``x / 255`` (``transform_infer_544``),
+  ``decode_orienmask``; ``anchors`` is the ``(9, 2)`` array.
+* ``YolactAdapter``: input ``(x * 255 - PIXEL_MEAN) / PIXEL_STD`` on RGB
+  (``YolactEvalTransform``), ``YolactDecoder``; ``anchors`` is the list of
+  per-level anchor arrays; the training-only ``segm`` output is dropped.
+
+The public functions take RGB float32 in [0, 1] (``detect``, ``raw``) or
+uint8 / encoded images (``detect_uint8``, ``detect_encoded``) for both.
 """
 
 import numpy as np
 import tensorflow as tf
 
 from orienmask_tf.decode import decode_orienmask
+from orienmask_tf.decode.yolact_decode import YolactDecoder
+from orienmask_tf.models.yolact import CLS_KEYS as YOLACT_CLS_KEYS
+from orienmask_tf.models.yolact import PIXEL_MEAN as YOLACT_MEAN
+from orienmask_tf.models.yolact import PIXEL_STD as YOLACT_STD
+from orienmask_tf.models.yolact import Yolact
 
 # Outputs of the end-to-end signatures (P = the largest number of kept
-# detections in the batch, at most decode nms_post):
+# detections in the batch, at most decode nms_post / max_per_img):
 #   boxes           (B, P, 4) float32  x1, y1, x2, y2 in ORIGINAL image pixels
 #   scores          (B, P) float32
 #   classes         (B, P) int32, -1 for padding
@@ -25,16 +42,122 @@ from orienmask_tf.decode import decode_orienmask
 DETECTION_KEYS = ("boxes", "scores", "classes", "num_detections", "masks")
 
 
+class OrienMaskAdapter:
+    """OrienMask: ``/ 255`` input, ``decode_orienmask``.
+
+    ``anchors``: ``(9, 2)`` in input pixels; ``decode_kwargs``:
+    ``conf_thresh``, ``nms``, ``nms_threshold``, ``nms_pre``, ``nms_post``,
+    ``orien_thresh``.
+    """
+
+    name = "orienmask"
+
+    def __init__(self, model, image_size, anchors, decode_kwargs):
+        self.image_size = tuple(int(v) for v in image_size)
+        self.anchors = np.asarray(anchors, np.float32)
+        self.decode_kwargs = dict(decode_kwargs)
+        self.num_classes = int(model.num_classes)
+
+    def normalize(self, images):
+        """RGB [0, 1] -> network input (the network takes [0, 1])."""
+        return images
+
+    def raw_outputs(self, outputs):
+        return outputs
+
+    def decode(self, outputs):
+        result = decode_orienmask(outputs, self.anchors, self.image_size,
+                                  self.num_classes, **self.decode_kwargs)
+        return {
+            "boxes": result["boxes_xyxy"],
+            "scores": result["scores"],
+            "classes": result["classes"],
+            "num_detections": result["num_detections"],
+            "masks": tf.cast(result["masks"], tf.uint8),
+        }
+
+
+class YolactAdapter:
+    """YOLACT: mean / std input on RGB 0..255, ``YolactDecoder``.
+
+    ``anchors``: per-level ``(h_i * w_i * A, 4)`` anchors for the network
+    input size (``ops.yolact_ops.yolact_config_anchors`` split with
+    ``decode.yolact_decode.split_levels``); ``decode_kwargs``: the
+    ``YolactDecoder`` arguments other than anchors / image_size /
+    num_anchors (``nms_pre``, ``score_thr``, ``iou_thr``, ``top_k``,
+    ``max_per_img``, ``mask_threshold``, ``style``).
+    """
+
+    name = "yolact"
+    DECODE_KEYS = ("nms_pre", "score_thr", "iou_thr", "top_k", "max_per_img",
+                   "mask_threshold", "style")
+
+    def __init__(self, model, image_size, anchors, decode_kwargs):
+        self.image_size = tuple(int(v) for v in image_size)
+        self.decode_kwargs = dict(decode_kwargs)
+        unknown = sorted(set(self.decode_kwargs) - set(self.DECODE_KEYS))
+        if unknown:
+            raise TypeError(f"YOLACT decode_kwargs: unknown {unknown}; "
+                            f"expected a subset of {list(self.DECODE_KEYS)}")
+        self.num_classes = int(model.num_classes)
+        self.anchors = [np.asarray(a, np.float32).reshape(-1, 4)
+                        for a in anchors]
+        self._check_anchors(model)
+        self.decoder = YolactDecoder(self.anchors, self.image_size,
+                                     num_anchors=model.num_anchors,
+                                     **self.decode_kwargs)
+        self.mean = np.asarray(YOLACT_MEAN, np.float32)
+        self.std = np.asarray(YOLACT_STD, np.float32)
+
+    def _check_anchors(self, model):
+        shapes = model.output_shapes(*self.image_size)
+        expected = [shapes[k][1] * shapes[k][2] * model.num_anchors
+                    for k in YOLACT_CLS_KEYS]
+        got = [len(a) for a in self.anchors]
+        if got != expected:
+            raise ValueError(
+                f"YOLACT anchors: {got} per level, but a "
+                f"{self.image_size[0]}x{self.image_size[1]} input with "
+                f"{model.num_anchors} anchor(s) per location needs {expected}")
+
+    def normalize(self, images):
+        """RGB [0, 1] -> ``(x * 255 - PIXEL_MEAN) / PIXEL_STD``."""
+        return (images * 255.0 - self.mean) / self.std
+
+    def raw_outputs(self, outputs):
+        """Drop the training-only ``segm`` map."""
+        return {k: v for k, v in outputs.items() if k != "segm"}
+
+    def decode(self, outputs):
+        result = self.decoder(outputs)
+        return {
+            "boxes": result["boxes"],
+            "scores": result["scores"],
+            "classes": result["labels"],
+            "num_detections": result["num_detections"],
+            "masks": tf.cast(result["masks"], tf.uint8),
+        }
+
+
+def make_adapter(model, image_size, anchors, decode_kwargs):
+    """The architecture adapter for ``model`` (the one place that dispatches)."""
+    cls = YolactAdapter if isinstance(model, Yolact) else OrienMaskAdapter
+    return cls(model, image_size, anchors, decode_kwargs)
+
+
 class InferenceModel(tf.Module):
     """Network + decoding + pre/post-processing as TF functions.
 
     Args:
-        model: an ``OrienMask`` (weights loaded).
+        model: an ``OrienMask`` or a ``Yolact`` (weights loaded).
         image_size: network input ``(H, W)``.
-        anchors: ``(9, 2)`` anchors in input pixels.
-        decode_kwargs: ``conf_thresh``, ``nms``, ``nms_threshold``,
-            ``nms_pre``, ``nms_post``, ``orien_thresh`` for
-            ``decode_orienmask``.
+        anchors: OrienMask: ``(9, 2)`` anchors in input pixels; YOLACT: the
+            list of per-level anchor arrays (see ``YolactAdapter``).
+        decode_kwargs: OrienMask: ``conf_thresh``, ``nms``,
+            ``nms_threshold``, ``nms_pre``, ``nms_post``, ``orien_thresh``
+            for ``decode_orienmask``; YOLACT: ``YolactDecoder`` arguments
+            (``nms_pre``, ``score_thr``, ``iou_thr``, ``top_k``,
+            ``max_per_img``, ``mask_threshold``, ``style``).
         jit_compile: compile network + decoding with XLA (SavedModel); keep
             False for TFLite and ONNX, which cannot take XLA clusters.
         score_threshold: the end-to-end functions (``detect_uint8``,
@@ -45,45 +168,45 @@ class InferenceModel(tf.Module):
 
     def __init__(self, model, image_size, anchors, decode_kwargs,
                  jit_compile=True, score_threshold=0.0):
-        super().__init__(name="orienmask_inference")
+        adapter = make_adapter(model, image_size, anchors, decode_kwargs)
+        super().__init__(name=f"{adapter.name}_inference")
+        self.adapter = adapter
         self.model = model
-        self.image_size = tuple(int(v) for v in image_size)
-        self.anchors = np.asarray(anchors, np.float32)
-        self.decode_kwargs = dict(decode_kwargs)
-        self.num_classes = int(model.num_classes)
+        self.image_size = self.adapter.image_size
+        self.anchors = self.adapter.anchors
+        self.decode_kwargs = self.adapter.decode_kwargs
+        self.num_classes = self.adapter.num_classes
         self.score_threshold = float(score_threshold)
         self._detect = tf.function(self._detect_impl, jit_compile=jit_compile)
 
-    def _detect_impl(self, images):
-        outputs = self.model(images, training=False)
-        return decode_orienmask(outputs, self.anchors, self.image_size,
-                                self.num_classes, **self.decode_kwargs)
+    def _detect_impl(self, inputs):
+        return self.adapter.decode(self.model(inputs, training=False))
+
+    def normalize(self, images):
+        """RGB float32 in [0, 1] -> the network's own input."""
+        return self.adapter.normalize(tf.convert_to_tensor(images, tf.float32))
 
     def raw(self, images):
-        """float32 ``(B, H, W, 3)`` in [0, 1] -> raw network outputs."""
-        return self.model(images, training=False)
+        """float32 ``(B, H, W, 3)`` in [0, 1] -> raw network outputs (those
+        the decoder reads; YOLACT's training-only ``segm`` is left out)."""
+        return self.adapter.raw_outputs(
+            self.model(self.normalize(images), training=False))
 
     def detect(self, images):
         """float32 ``(B, H, W, 3)`` in [0, 1] -> detections, network frame."""
-        return self._detection_dict(self._detect(images))
+        return self._detect(self.normalize(images))
+
+    def detect_normalized(self, inputs):
+        """Network input already normalised (what the architecture's eval
+        transform yields: ``/ 255`` for OrienMask, mean / std for YOLACT)
+        -> detections, network frame."""
+        return self._detect(tf.convert_to_tensor(inputs, tf.float32))
 
     def decode_raw(self, outputs):
         """Raw network outputs (e.g. from an int8 TFLite network) -> detections."""
         outputs = {k: tf.convert_to_tensor(v, tf.float32)
                    for k, v in outputs.items()}
-        return self._detection_dict(decode_orienmask(
-            outputs, self.anchors, self.image_size, self.num_classes,
-            **self.decode_kwargs))
-
-    @staticmethod
-    def _detection_dict(result):
-        return {
-            "boxes": result["boxes_xyxy"],
-            "scores": result["scores"],
-            "classes": result["classes"],
-            "num_detections": result["num_detections"],
-            "masks": tf.cast(result["masks"], tf.uint8),
-        }
+        return self.adapter.decode(outputs)
 
     def _to_original(self, detections, original_hw):
         """Scale boxes from the network frame to each image's own size."""
@@ -144,6 +267,8 @@ class InferenceModel(tf.Module):
         return self._resize(rgb), tf.tile(shape[None, 1:3], [shape[0], 1])
 
     def _resize(self, rgb):
+        """Pixels 0..255 -> the whole image resized (bilinear, half-pixel,
+        no antialias = cv2 ``INTER_LINEAR``), scaled to [0, 1]."""
         x = tf.image.resize(tf.cast(rgb, tf.float32), self.image_size,
                             method="bilinear")
         return x / 255.0

@@ -1,9 +1,10 @@
 """TFLite export: a static ``[1, H, W, 3]`` float32 signature, builtin ops only.
 
-The TFLite model takes pixels already resized to the network size and
+The TFLite model takes RGB pixels already resized to the network size and
 scaled to [0, 1] (TFLite has no builtin JPEG decoder; the official
-inference transform is a plain resize + ``/ 255``) and returns the
-detections in the network frame (``boxes`` in input pixels). Run it with
+inference transform is a plain resize + ``/ 255``; a YOLACT model applies
+its mean / std normalisation inside) and returns the detections in the
+network frame (``boxes`` in input pixels). Run it with
 ``ai_edge_litert.interpreter.Interpreter`` (``tf.lite.Interpreter`` is
 deprecated).
 
@@ -13,11 +14,15 @@ Quantization (``quantize``):
 * ``"int8-dynamic"``: int8 weights, dynamic-range int8 matmul/conv.
 * ``"int8"``: int8 weights and activations calibrated on ``calibration``
   images; inputs/outputs stay float. This file holds the NETWORK only and
-  returns its raw outputs (``box_s32`` ... ``orien_s8``): TFLite's
-  calibrator crashes (segfault in ``calibrator._feed_tensors``, TF 2.21)
-  on any graph that contains the decoding ops, greedy or fast NMS alike.
-  Decode its outputs with ``orienmask_tf.decode.decode_orienmask`` (or
-  ``run_tflite(..., decoder=...)``), in float.
+  returns its raw outputs (OrienMask ``box_s32`` ... ``orien_s8``; YOLACT
+  ``cls_score_l*``, ``bbox_pred_l*``, ``coeff_pred_l*``, ``protos``): with
+  the OrienMask decoding in the graph TFLite's calibrator crashes
+  (segfault in ``calibrator._feed_tensors``, TF 2.21), greedy or fast NMS
+  alike; with the YOLACT decoding it converts, but the int8 graph fails at
+  run time (quantized ``DIV``: "data[i] != zero_point", the IoU / box
+  divisions) and would quantize the IoUs and softmax scores anyway.
+  Decode its outputs in float with ``InferenceModel(...).decode_raw`` (or
+  ``run_tflite(..., decoder=...)``).
 """
 
 import tempfile

@@ -198,6 +198,10 @@ class YolactMaskLoss(_YolactLoss):
         pred = tf.transpose(pred, (0, 3, 1, 2))                   # (B,M,h,w)
         bce = tf.reduce_mean(bce_probabilities(pred, targets), axis=(2, 3))
         area = (rel[..., 2] - rel[..., 0]) * (rel[..., 3] - rel[..., 1])
+        # Unused slots may point at a zero padding box (an image without
+        # instances): keep 0 / 0 out of the graph, whose gradient through
+        # tf.where would be NaN.
+        area = tf.where(valid, area, 1.0)
         per_mask = self.loss_weight * bce / area
         total = tf.reduce_sum(tf.where(valid, per_mask, 0.0))
         count = tf.reduce_sum(tf.cast(valid, tf.float32))

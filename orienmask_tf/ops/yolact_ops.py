@@ -130,13 +130,16 @@ BASELINE_550_SIZES = (69, 35, 18, 9, 5)
 def yolact_config_anchors(image_size, assigner="atss", scales_per_octave=1):
     """Anchors ``(N, 4)`` and per-level counts of a maIoU-fork config.
 
-    ``assigner="atss"`` (ATSSwIoU / ATSSwmaIoU; ``scales_per_octave=2`` for
-    maYOLACT): 1 square anchor of side ``4 * stride``, strides 8..128.
-    ``"max_iou"`` (the fixed-IoU baseline): 3 anchors, base sizes 8..128 x
-    3, ratios 0.5, 1, 2, with the 550 strides and centres at every scale,
-    as the official 400 / 700 configs do.
+    ``image_size``: an int (square, as every official config) or
+    ``(height, width)``. ``assigner="atss"`` (ATSSwIoU / ATSSwmaIoU;
+    ``scales_per_octave=2`` for maYOLACT): 1 square anchor of side
+    ``4 * stride``, strides 8..128. ``"max_iou"`` (the fixed-IoU baseline):
+    3 anchors, base sizes 8..128 x 3, ratios 0.5, 1, 2, with the 550 strides
+    and centres at every scale, as the official 400 / 700 configs do.
     """
-    sizes = anchors_mmdet.resnet_fpn_featmap_sizes(int(image_size))
+    height, width = _height_width(image_size)
+    sizes = tuple(zip(anchors_mmdet.resnet_fpn_featmap_sizes(height),
+                      anchors_mmdet.resnet_fpn_featmap_sizes(width)))
     if assigner == "atss":
         return anchors_mmdet.mmdet_anchors(
             sizes, strides=anchors_mmdet.YOLACT_STRIDES, octave_base_scale=4,
@@ -150,3 +153,25 @@ def yolact_config_anchors(image_size, assigner="atss", scales_per_octave=1):
         sizes, strides=strides, octave_base_scale=3, scales_per_octave=1,
         ratios=(0.5, 1.0, 2.0), base_sizes=list(anchors_mmdet.YOLACT_STRIDES),
         centers=centers)
+
+
+def dbolya_anchors(image_size):
+    """The original YOLACT priors (``yolact_resnet50_config``) as corner
+    anchors ``(N, 4)`` in pixels plus per-level counts, for checkpoints of
+    dbolya/yolact decoded with ``style="dbolya"``. Square inputs only (the
+    priors are relative to one image side)."""
+    height, width = _height_width(image_size)
+    if height != width:
+        raise ValueError(f"dbolya priors need a square input, got "
+                         f"{height}x{width}")
+    sizes = anchors_mmdet.resnet_fpn_featmap_sizes(height)
+    priors = anchors_mmdet.yolact_priors(height, conv_sizes=sizes)
+    anchors = anchors_mmdet.center_size_to_corners(priors, height)
+    return anchors, tuple(3 * n * n for n in sizes)
+
+
+def _height_width(image_size):
+    if np.isscalar(image_size):
+        return int(image_size), int(image_size)
+    height, width = image_size
+    return int(height), int(width)

@@ -58,16 +58,22 @@ class YolactTargetEncoder:
             upsampling of P3).
         segm_size: P3 size (69 at 550).
         official_segm_channels: reproduce the fork's label-1 channel shift.
+        pos_iou_thr, neg_iou_thr, min_pos_iou: the ``max_iou`` thresholds
+            (official 0.5, 0.4, 0).
 
     Call with ``{"boxes": (G, 4) normalized cx, cy, w, h, "classes": (G,)
-    int (-1 = pad), "masks": (G, H, W) uint8/bool at the input size,
+    int (-1 = pad), "masks": (G', H, W) uint8/bool at the input size,
     "num_instances": ()}`` (the data pipeline's padded example). The first
-    ``num_instances`` rows are the instances.
+    ``num_instances`` rows are the instances. ``masks`` may hold only those
+    rows (``G' = num_instances``, as ``build_dataset`` passes them): overlaps
+    and mask targets are computed for the instances only and the mask
+    targets padded back to ``G`` rows, so every output has a static shape.
     """
 
     def __init__(self, anchors, num_level_anchors, image_size, num_classes=80,
                  assigner="atss", overlap="iou", topk=9, proto_size=None,
-                 segm_size=None, official_segm_channels=True):
+                 segm_size=None, official_segm_channels=True,
+                 pos_iou_thr=0.5, neg_iou_thr=0.4, min_pos_iou=0.0):
         if assigner not in ASSIGNERS:
             raise ValueError(f"assigner must be one of {ASSIGNERS}, got "
                              f"{assigner!r}")
@@ -86,8 +92,10 @@ class YolactTargetEncoder:
         if assigner == "atss":
             self._assign = ATSSAssigner(topk=self.topk, overlap=overlap)
         else:
-            self._assign = MaxIoUAssigner(pos_iou_thr=0.5, neg_iou_thr=0.4,
-                                          min_pos_iou=0.0, overlap=overlap)
+            self._assign = MaxIoUAssigner(pos_iou_thr=pos_iou_thr,
+                                          neg_iou_thr=neg_iou_thr,
+                                          min_pos_iou=min_pos_iou,
+                                          overlap=overlap)
 
     def pixel_boxes(self, boxes):
         """Normalised cx, cy, w, h -> pixel x1, y1, x2, y2."""
@@ -98,22 +106,30 @@ class YolactTargetEncoder:
 
     def __call__(self, gt):
         boxes = tf.convert_to_tensor(gt["boxes"], tf.float32)
-        max_gts = tf.shape(boxes)[0]
-        num_gts = tf.minimum(tf.cast(gt["num_instances"], tf.int32), max_gts)
+        max_gts = boxes.shape[0] if boxes.shape[0] is not None else \
+            tf.shape(boxes)[0]
+        masks = tf.convert_to_tensor(gt["masks"])
+        masks = tf.cast(tf.not_equal(masks, 0), tf.uint8)
+        num_gts = tf.minimum(tf.cast(gt["num_instances"], tf.int32),
+                             tf.minimum(max_gts, tf.shape(masks)[0]))
         valid = tf.range(max_gts) < num_gts
         classes = tf.cast(tf.convert_to_tensor(gt["classes"]), tf.int32)
         classes = tf.where(valid, classes, -1)
         gt_boxes = tf.where(valid[:, None], self.pixel_boxes(boxes), 0.0)
-        masks = tf.convert_to_tensor(gt["masks"])
-        masks = tf.cast(tf.not_equal(masks, 0), tf.uint8)
+        # Only the instances take part: padded rows never match, and the
+        # maIoU integral images of padding would be wasted work.
+        masks = masks[:num_gts]
+        inst_boxes = gt_boxes[:num_gts]
+        inst_classes = classes[:num_gts]
 
         anchors = tf.constant(self.anchors)
         if self.assigner == "atss":
-            result = self._assign(anchors, self.num_level_anchors, gt_boxes,
-                                  masks, num_gts=num_gts, gt_labels=classes)
+            result = self._assign(anchors, self.num_level_anchors, inst_boxes,
+                                  masks, num_gts=num_gts,
+                                  gt_labels=inst_classes)
         else:
-            result = self._assign(anchors, gt_boxes, masks, num_gts=num_gts,
-                                  gt_labels=classes)
+            result = self._assign(anchors, inst_boxes, masks, num_gts=num_gts,
+                                  gt_labels=inst_classes)
         assigned = result["assigned_gt_inds"]
         positive = assigned > 0
         matched = tf.where(positive, assigned - 1, -1)
@@ -126,14 +142,21 @@ class YolactTargetEncoder:
         box_targets = tf.where(positive[:, None], deltas, 0.0)
 
         mask_targets = resize_masks_binary(masks, self.proto_size)
-        mask_targets *= tf.cast(valid, tf.float32)[:, None, None]
+        mask_targets = tf.pad(mask_targets,
+                              [[0, max_gts - num_gts], [0, 0], [0, 0]])
+        if isinstance(max_gts, int):
+            mask_targets = tf.ensure_shape(
+                mask_targets, (max_gts,) + self.proto_size)
         segm_masks = resize_masks_binary(masks, self.segm_size)
-        channel = classes - 1 if self.official_segm_channels else classes
+        channel = (inst_classes - 1 if self.official_segm_channels
+                   else inst_classes)
         channel = tf.math.floormod(channel, self.num_classes)
         onehot = tf.one_hot(channel, self.num_classes) * tf.cast(
-            valid & (classes >= 0), tf.float32)[:, None]          # (G, C)
-        segm_targets = tf.reduce_max(
-            segm_masks[:, :, :, None] * onehot[:, None, None, :], axis=0)
+            inst_classes >= 0, tf.float32)[:, None]                # (n, C)
+        segm_targets = tf.reduce_max(tf.concat([
+            segm_masks[:, :, :, None] * onehot[:, None, None, :],
+            tf.zeros((1,) + self.segm_size + (self.num_classes,))], 0),
+            axis=0)
         return {
             "labels": tf.cast(labels, tf.int32),
             "label_weights": label_weights,

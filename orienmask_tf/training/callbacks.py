@@ -88,7 +88,7 @@ class CocoEvalCallback(keras.callbacks.Callback):
 
 
 class NetworkCheckpoint(keras.callbacks.Callback):
-    """Save the plain ``OrienMask`` (``model.network``) as ``.keras``:
+    """Save the plain network (``model.network``) as ``.keras``:
     ``epoch_{NNN}.keras`` every ``every`` epochs, ``last.keras`` each epoch
     and ``best.keras`` when ``monitor`` (default ``val_mask_AP``) improves."""
 

@@ -1,4 +1,4 @@
-"""COCO evaluation of an ``OrienMask`` network on a dataset split."""
+"""COCO evaluation of an ``OrienMask`` or ``Yolact`` network on a split."""
 
 import dataclasses
 import time
@@ -8,6 +8,7 @@ import numpy as np
 from orienmask_tf.data import coco as coco_lib
 from orienmask_tf.eval.coco_eval import CocoEvaluator
 from orienmask_tf.export.serving import InferenceModel
+from orienmask_tf.training.builders import inference_args
 
 
 def _eval_encoder(gt):
@@ -44,7 +45,12 @@ class NetworkEvaluator:
                                        on_error=config.data.on_error)
         if max_images:
             self.coco = _first_images(self.coco, max_images)
-        data = dataclasses.replace(config.data, deterministic=True)
+        # InferenceModel takes RGB in [0, 1] and applies the network's own
+        # normalisation (OrienMask / 255, YOLACT mean / std): feed the plain
+        # resize of the "orienmask" eval transform (the same bilinear
+        # resize as YOLACT's) for either architecture.
+        data = dataclasses.replace(config.data, deterministic=True,
+                                   recipe="orienmask")
         self.dataset = build_dataset(
             config, split, encoder=_eval_encoder, data=data,
             batch_size=batch_size or config.train.batch_size, training=False,
@@ -55,10 +61,10 @@ class NetworkEvaluator:
 
     def __call__(self, network, verbose=True):
         start = time.perf_counter()
-        inference = InferenceModel(
-            network, self.config.image_size, self.config.anchor_array(),
-            dataclasses.asdict(self.config.decode),
-            jit_compile=self.jit_compile)
+        anchors, decode_kwargs = inference_args(self.config)
+        inference = InferenceModel(network, self.config.image_size, anchors,
+                                   decode_kwargs,
+                                   jit_compile=self.jit_compile)
         evaluator = CocoEvaluator(self.annotations, self.coco.category_ids)
         for images, info in self.dataset:
             det = inference.detect(images)

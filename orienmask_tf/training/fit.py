@@ -1,4 +1,5 @@
-"""``train(config)``: strategy scope -> network + loss -> compile -> fit.
+"""``train(config)``: strategy scope -> network + loss -> compile -> fit,
+for OrienMask and YOLACT alike (parts from ``training.builders``).
 
 Everything the run writes goes to ``train.output_dir`` (default
 ``runs/<config name>``)::
@@ -6,7 +7,7 @@ Everything the run writes goes to ``train.output_dir`` (default
     config.yaml          the experiment (class names filled in)
     checkpoints/         last.keras, best.keras (by val mask AP),
                          epoch_NNN.keras every train.checkpoint_every epochs
-                         (each the plain OrienMask network)
+                         (each the plain OrienMask / Yolact network)
     model.keras          the final network
     backup/              weights + optimizer + training_state.json
                          (train.backup_every steps); a restarted run resumes
@@ -29,13 +30,17 @@ import yaml
 
 from orienmask_tf.config import config_to_dict
 from orienmask_tf.training import callbacks as cb
+from orienmask_tf.training.builders import inference_args
+from orienmask_tf.training.builders import load_network
+from orienmask_tf.training.builders import make_network
+from orienmask_tf.training.builders import make_train_encoder
+from orienmask_tf.training.builders import make_train_model
 from orienmask_tf.training.optimizer import make_optimizer
 from orienmask_tf.training.schedules import make_schedule
 from orienmask_tf.training.strategy import distributed_dataset
 from orienmask_tf.training.strategy import get_strategy
 from orienmask_tf.training.strategy import is_chief
 from orienmask_tf.training.strategy import task_info
-from orienmask_tf.training.train_model import OrienMaskTrainModel
 
 logger = logging.getLogger(__name__)
 
@@ -53,30 +58,15 @@ def resolve_precision(policy):
     return policy
 
 
-def make_train_encoder(config):
-    """The target encoder with float16 orientation targets (half the
-    memory per example at 544; the loss computes in float32)."""
-    from orienmask_tf.targets.orienmask_encoder import OrienMaskTargetEncoder
-
-    return OrienMaskTargetEncoder(
-        image_size=config.image_size, anchors=config.anchor_array(),
-        num_classes=config.model.num_classes,
-        center_region=config.loss.center_region,
-        valid_region=config.loss.valid_region, orien_dtype="float16")
-
-
 def build_network(config):
-    from orienmask_tf.models import OrienMask
-
-    network = OrienMask(**config.model_kwargs(), image_shape=(None, None, 3),
-                        name=config.name)
+    """The network of ``config``, initialised from ``train.init_weights``
+    (a ``.keras`` of the same architecture, e.g. from ``orienmask-tf
+    convert``: an official checkpoint, or a pretrained backbone with fresh
+    heads), BatchNorm frozen with ``train.freeze_bn``."""
+    network = make_network(config)
     if config.train.init_weights:
         path = config.train.init_weights
-        if not os.path.isfile(path):
-            raise ValueError(f"train.init_weights {path}: no such file (a "
-                             ".keras model from `orienmask-tf convert`, e.g. "
-                             "the official checkpoint or pretrained Darknet)")
-        source = keras.models.load_model(path, compile=False)
+        source = load_network(path, config, what="train.init_weights")
         network.set_weights(source.get_weights())
         logger.info("initialized from %s", path)
     if config.train.freeze_bn:
@@ -84,18 +74,6 @@ def build_network(config):
             if isinstance(layer, keras.layers.BatchNormalization):
                 layer.trainable = False  # Keras 3: also inference mode
     return network
-
-
-def build_loss(config):
-    from orienmask_tf.losses import OrienMaskLoss
-
-    loss = config.loss
-    return OrienMaskLoss(
-        image_size=config.image_size, anchors=config.anchor_array(),
-        num_classes=config.model.num_classes,
-        obj_ignore_threshold=loss.obj_ignore_threshold,
-        label_smooth=loss.label_smooth, weights=loss.weights,
-        scales_weight=loss.scales_weight)
 
 
 def build_train_model(config, strategy, steps_per_epoch):
@@ -110,7 +88,7 @@ def build_train_model(config, strategy, steps_per_epoch):
         jit = False
     with strategy.scope():
         network = build_network(config)
-        model = OrienMaskTrainModel(network, build_loss(config))
+        model = make_train_model(config, network)
         model.build((None,) + tuple(config.image_size) + (3,))
         schedule = make_schedule(config.train, steps_per_epoch)
         model.compile(optimizer=make_optimizer(config.train, schedule),
@@ -134,7 +112,8 @@ def _output_dirs(config, output_dir):
 
 def train(config, output_dir=None, devices=None, extra_callbacks=(),
           verbose=1, evaluate=True):
-    """Train OrienMask as ``config`` says; returns a summary dict.
+    """Train the network of ``config`` (OrienMask or YOLACT, by
+    ``model.architecture``) as it says; returns a summary dict.
 
     Args:
         config: an ``Experiment``.
@@ -176,9 +155,6 @@ def train(config, output_dir=None, devices=None, extra_callbacks=(),
         with open(os.path.join(root, "config.yaml"), "w") as f:
             yaml.safe_dump(config_to_dict(config), f, sort_keys=False)
 
-    encoder = make_train_encoder(config)
-    dataset = distributed_dataset(strategy, lambda ctx: build_dataset(
-        config, "train", input_context=ctx, encoder=encoder, coco=coco))
     model = build_train_model(config, strategy, steps)
 
     evaluator = None
@@ -200,6 +176,12 @@ def train(config, output_dir=None, devices=None, extra_callbacks=(),
         print(f"resuming from {backup_dir}: epoch {start_epoch + 1}, step "
               f"{start_step} (optimizer step {state['global_step']})",
               flush=True)
+    # A resumed run continues the data stream where the backup left it.
+    start_batch = int(state["global_step"]) if state is not None else 0
+    encoder = make_train_encoder(config)
+    dataset = distributed_dataset(strategy, lambda ctx: build_dataset(
+        config, "train", input_context=ctx, encoder=encoder, coco=coco,
+        start_batch=start_batch))
 
     def callbacks(step_offset):
         nan_guard = cb.NanGuard()
@@ -276,12 +258,11 @@ def _image_callback(config, model, evaluator, root):
         if len(images) >= count:
             break
     images = np.stack(images[:count])
-    decode = dataclasses.asdict(config.decode)
+    anchors, decode = inference_args(config)
 
     def detect(batch):
         inference = InferenceModel(model.network, config.image_size,
-                                   config.anchor_array(), decode,
-                                   jit_compile=False)
+                                   anchors, decode, jit_compile=False)
         return inference.detect(batch)
 
     return cb.TensorBoardImages(os.path.join(root, "logs"), images, detect,

@@ -1,5 +1,5 @@
-"""``predict``: draw OrienMask detections (masks, boxes, class names, scores)
-on image files; optionally write them as COCO results JSON."""
+"""``predict``: draw OrienMask / YOLACT detections (masks, boxes, class
+names, scores) on image files; optionally write them as COCO results JSON."""
 
 import glob
 import json
@@ -10,6 +10,7 @@ import numpy as np
 
 from orienmask_tf.eval.coco_eval import encode_mask
 from orienmask_tf.export.serving import InferenceModel
+from orienmask_tf.training.builders import inference_args
 from orienmask_tf.training.callbacks import draw_detections
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp")
@@ -40,12 +41,9 @@ def predict_images(network, config, paths, output_dir, class_names=(),
 
     Returns ``[(input path, output path, number of drawn detections)]``.
     """
-    import dataclasses
-
-    inference = InferenceModel(network, config.image_size,
-                               config.anchor_array(),
-                               dataclasses.asdict(config.decode),
-                               jit_compile=jit_compile,
+    anchors, decode_kwargs = inference_args(config)
+    inference = InferenceModel(network, config.image_size, anchors,
+                               decode_kwargs, jit_compile=jit_compile,
                                score_threshold=score_threshold)
     os.makedirs(output_dir, exist_ok=True)
     written, results = [], []

@@ -87,12 +87,17 @@ class WarmupCosineDecay(keras.optimizers.schedules.LearningRateSchedule):
 
 
 def make_schedule(train, steps_per_epoch):
-    """The schedule of a ``TrainConfig`` (``schedule``: step or cosine)."""
+    """The schedule of a ``TrainConfig`` (``schedule``: step or cosine;
+    ``milestones`` in iterations or, with ``milestones_unit: epochs``, in
+    epochs of ``steps_per_epoch`` as the mmdet YOLACT configs give them)."""
     common = dict(warmup_iters=train.warmup_iters,
                   warmup_ratio=train.warmup_ratio)
     if train.schedule == "cosine":
         return WarmupCosineDecay(train.learning_rate,
                                  total_iters=train.epochs * steps_per_epoch,
                                  min_lr_ratio=train.min_lr_ratio, **common)
-    return WarmupStepDecay(train.learning_rate, train.milestones, train.gamma,
+    milestones = train.milestones
+    if train.milestones_unit == "epochs":
+        milestones = [m * steps_per_epoch for m in milestones]
+    return WarmupStepDecay(train.learning_rate, milestones, train.gamma,
                            **common)

@@ -76,6 +76,24 @@ def test_deterministic_mode_repeats(shapes_dir, config):
     assert not np.array_equal(a[0][0].numpy(), c[0][0].numpy())
 
 
+def test_start_batch_continues_the_stream(shapes_dir, config):
+    """A resumed run (start_batch = its global step) sees the batches the
+    uninterrupted run would have seen next: same images, augmentation and
+    targets, across the epoch boundary of the repeated stream."""
+    data = data_config(shapes_dir, deterministic=True, seed=2)
+    whole = list(pipeline.build_dataset(config, "train", data=data).take(5))
+    rest = list(pipeline.build_dataset(config, "train", data=data,
+                                       start_batch=3).take(2))
+    for (ia, ga), (ib, gb) in zip(whole[3:], rest):
+        np.testing.assert_array_equal(ia.numpy(), ib.numpy())
+        np.testing.assert_array_equal(ga["masks"].numpy(), gb["masks"].numpy())
+        np.testing.assert_array_equal(ga["image_id"].numpy(),
+                                      gb["image_id"].numpy())
+    assert not np.array_equal(whole[0][0].numpy(), rest[0][0].numpy())
+    with pytest.raises(ValueError, match="training stream"):
+        pipeline.build_dataset(config, "val", data=data, start_batch=1)
+
+
 def test_sharding_and_per_replica_batch(shapes_dir, config):
     data = data_config(shapes_dir, deterministic=True)
     ids = []

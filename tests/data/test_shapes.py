@@ -65,3 +65,56 @@ def test_cli_parser(tmp_path, capsys):
     assert (tmp_path / "annotations" / "instances_val.json").exists()
     assert len(list((tmp_path / "train").glob("*.jpg"))) == 2
     assert "instances_train.json" in capsys.readouterr().out
+
+
+def test_simple_style(tmp_path):
+    """The quickstart's style: few large, whole, barely overlapping shapes."""
+    from pycocotools import mask as mask_utils
+
+    size = (96, 128)
+    paths = shapes.make_shapes(tmp_path, 40, 4, size, seed=0,
+                               mean_instances=3, style="simple")
+    data = json.loads(open(paths["train"]).read())
+    anns = data["annotations"]
+    assert "style simple" in data["info"]["description"]
+    assert not any(a["iscrowd"] for a in anns)
+    assert len({a["category_id"] for a in anns}) == 5
+    per_image = np.bincount([a["image_id"] for a in anns], minlength=41)[1:]
+    assert per_image.min() >= 1
+    assert per_image.max() <= shapes.SIMPLE_MAX_INSTANCES
+    side = min(size)
+    lo, hi = shapes.SIMPLE_SIZE_RANGE
+    for a in anns:
+        x, y, w, h = a["bbox"]
+        # Whole shapes: inside the image, never clipped by its border
+        # (a pixel of rasterisation slack).
+        assert x >= 0 and y >= 0 and x + w <= size[1] and y + h <= size[0]
+        assert max(w, h) <= 1.75 * hi * side + 2, a  # long ellipses
+        # Large: even a triangle of the smallest size keeps ~1/5 of its
+        # circumscribed square after at most 10 % occlusion.
+        assert a["area"] >= 0.15 * (lo * side) ** 2, a
+    # Ellipses are visibly elongated, so that no ellipse is a circle.
+    ellipses = [a for a in anns if a["category_id"] == 5]
+    assert ellipses
+    for a in ellipses:
+        rle = mask_utils.frPyObjects(a["segmentation"], *size) \
+            if isinstance(a["segmentation"], list) else None
+        if rle is None:
+            continue
+        m = mask_utils.decode(mask_utils.merge(rle)).astype(bool)
+        ys, xs = np.nonzero(m)
+        eig = np.linalg.eigvalsh(np.cov(np.stack([xs, ys])))
+        assert np.sqrt(eig[1] / eig[0]) > 1.4, a["id"]
+    # Everything is readable, and the coco style is still the default.
+    ds = coco.load_coco(paths["train"], tmp_path / "train")
+    assert not ds.skipped and len(ds) == 40
+    other = shapes.make_shapes(tmp_path / "coco", 1, 1, size, seed=0)
+    assert "style coco" in json.loads(open(other["val"]).read())["info"][
+        "description"]
+
+
+def test_unknown_style_is_an_error(tmp_path):
+    import pytest
+
+    with pytest.raises(ValueError, match="style must be one of"):
+        shapes.make_shapes(tmp_path, 1, 1, (32, 32), style="hard")

@@ -1,11 +1,15 @@
 """Runs exported models in a fresh process (no Keras model in memory).
 
 Usage: python run_exported.py KIND PATH INPUT.npz OUTPUT.npz
+   or: python run_exported.py --jobs JOBS.json
 KIND: saved_model (serving_default on uint8 `images`), saved_model_jpeg
 (serve_jpeg on `encoded`), saved_model_raw (serve_raw on float `inputs`),
-tflite or onnx (on float `inputs`).
+tflite or onnx (on float `inputs`). JOBS.json is a list of
+``[KIND, PATH, INPUT.npz, OUTPUT.npz]``, run one after the other in this one
+process (each artifact is loaded from disk; only the TF import is shared).
 """
 
+import json
 import sys
 
 import numpy as np
@@ -41,4 +45,9 @@ def main(kind, path, inputs_path, output_path):
 
 
 if __name__ == "__main__":
-    main(*sys.argv[1:])
+    if sys.argv[1] == "--jobs":
+        with open(sys.argv[2]) as f:
+            for job in json.load(f):
+                main(*job)
+    else:
+        main(*sys.argv[1:])

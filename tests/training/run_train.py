@@ -56,7 +56,10 @@ summary = train(config, output_dir=args["output_dir"],
                 extra_callbacks=[probe], verbose=args.get("verbose", 2))
 if args.get("record"):
     with open(args["record"], "w") as f:
+        model = summary["model_object"]
         json.dump({"start": probe.start, "steps_run": probe.steps,
                    "global_step": summary["global_step"],
+                   "final_weights": [float(np.abs(w).sum())
+                                     for w in model.get_weights()],
                    "history": summary["history"]}, f)
 print("TRAINED", summary["global_step"])

@@ -37,3 +37,17 @@ def test_coupled_sgd_is_pytorch_weight_decay():
         buf = 0.9 * buf + d
         ref = ref - 0.1 * buf
     np.testing.assert_allclose(w.numpy(), ref, rtol=1e-5)
+
+
+def test_epoch_milestones_follow_steps_per_epoch():
+    from orienmask_tf.config import load_config
+    from orienmask_tf.training.schedules import make_schedule
+    from tests import testing
+
+    # The mmdet YOLACT configs step at epochs 20, 42, 49, 52.
+    train = load_config(testing.CONFIGS_DIR
+                        / "yolact_r50_550_atss_maiou.yaml").train
+    schedule = make_schedule(train, steps_per_epoch=100)
+    assert schedule.milestones == (2000, 4200, 4900, 5200)
+    lr = [float(schedule(s)) for s in (0, 500, 1999, 2000, 5200)]
+    assert lr == pytest.approx([4e-4, 4e-3, 4e-3, 4e-4, 4e-7], rel=1e-4)

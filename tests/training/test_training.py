@@ -60,6 +60,10 @@ def test_killed_run_resumes_at_epoch_and_step(tmp_path):
               "overrides": ["train.epochs=2", "train.steps_per_epoch=4",
                             "train.backup_every=1"]}
     killed = dict(common, kill_at_step=6, record=str(tmp_path / "kill.json"))
+    # The same run, never interrupted (in parallel, its own folder).
+    whole = run_script("run_train.py", dict(
+        common, output_dir=str(tmp_path / "whole"),
+        record=str(tmp_path / "whole.json")))
     code, log = finish(run_script("run_train.py", killed))
     assert code != 0 and "TRAINED" not in log  # SIGKILLed mid-epoch 2
     kill = json.loads((tmp_path / "kill.json").read_text())
@@ -83,6 +87,15 @@ def test_killed_run_resumes_at_epoch_and_step(tmp_path):
     with open(tmp_path / "run" / "history.csv") as f:
         epochs = [int(row["epoch"]) for row in csv.DictReader(f)]
     assert epochs == [0, 1]
+    # Nothing lost: weights, optimizer state and the data stream (the
+    # resumed run continues at batch 6 of the same deterministic stream)
+    # end where the uninterrupted run ends.
+    code, log = finish(whole)
+    assert code == 0, log[-3000:]
+    reference = json.loads((tmp_path / "whole.json").read_text())
+    assert reference["global_step"] == 8
+    np.testing.assert_allclose(record["final_weights"],
+                               reference["final_weights"], rtol=1e-5)
 
 
 def test_short_run_lowers_the_loss(tmp_path):

@@ -229,3 +229,59 @@ def test_tiny_model_loss_decreases(assigner, overlap):
         assert all(np.isfinite(float(v)) for v in items.values())
         history.append(float(total))
     assert history[-1] < history[0], history
+
+
+def test_mask_loss_gradient_is_finite_for_an_image_without_instances():
+    # Unused mask slots of an image with no instance point at a zero padding
+    # box; its area must not reach a division (NaN through tf.where).
+    protos = tf.constant(np.random.RandomState(2).rand(2, 4, 4, 2),
+                         tf.float32)
+    coeffs = tf.constant(np.random.RandomState(3).randn(2, 6, 2), tf.float32)
+    y_true = {"matched_gt": np.array([[0, -1, -1, -1, -1, -1], [-1] * 6]),
+              "gt_boxes": np.array([[[0, 0, 8, 8]], [[0, 0, 0, 0]]],
+                                   np.float32),
+              "mask_targets": np.ones((2, 1, 4, 4), np.float32)}
+    loss = yl.YolactMaskLoss((16, 16), num_classes=2)
+    with tf.GradientTape() as tape:
+        tape.watch([protos, coeffs])
+        y_pred = {"protos": protos,
+                  "coeff_pred_l0": tf.reshape(coeffs, (2, 6, 1, 2))}
+        for i in range(1, 5):
+            y_pred[f"coeff_pred_l{i}"] = tf.zeros((2, 0, 1, 2))
+        value = loss(y_true, y_pred)
+    grads = tape.gradient(value, [protos, coeffs])
+    assert np.isfinite(float(value)) and float(value) > 0
+    for grad in grads:
+        assert np.all(np.isfinite(grad.numpy()))
+    assert float(tf.reduce_sum(tf.abs(grads[1][1]))) == 0.0
+
+
+@pytest.mark.parametrize("assigner,overlap", [("atss", "maiou"),
+                                              ("max_iou", "iou")])
+def test_encoder_takes_unpadded_masks_with_static_outputs(assigner, overlap):
+    # build_dataset hands the encoder only the instances' masks; the result
+    # must equal that of fully padded masks and keep static shapes.
+    anchors, counts = anchors_mmdet.mmdet_anchors([8, 4, 2, 1, 1])
+    enc = YolactTargetEncoder(anchors, counts, (64, 64), num_classes=2,
+                              assigner=assigner, overlap=overlap)
+    padded = _gt([(4, 6, 40, 30), (30, 30, 62, 60)], [0, 1], (64, 64),
+                 max_gts=5)
+    unpadded = dict(padded, masks=padded["masks"][:2])
+    spec = {"boxes": tf.TensorSpec((5, 4), tf.float32),
+            "classes": tf.TensorSpec((5,), tf.int64),
+            "masks": tf.TensorSpec((None, 64, 64), tf.uint8),
+            "num_instances": tf.TensorSpec((), tf.int64)}
+    graph = tf.function(enc, input_signature=[spec])
+    out = graph(unpadded)
+    ref = enc(padded)
+    for key in ref:  # graph vs eager float rounding only
+        np.testing.assert_allclose(out[key].numpy(), ref[key].numpy(),
+                                   atol=1e-5, err_msg=key)
+    traced = graph.get_concrete_function().structured_outputs
+    assert traced["mask_targets"].shape == (5, 16, 16)
+    assert traced["labels"].shape == (len(anchors),)
+    empty = graph(dict(unpadded, masks=padded["masks"][:0],
+                       num_instances=np.int64(0)))
+    assert np.all(empty["labels"].numpy() == 2)
+    assert float(tf.reduce_sum(empty["mask_targets"])) == 0
+    assert float(tf.reduce_sum(empty["segm_targets"])) == 0
