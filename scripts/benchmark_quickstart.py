@@ -16,6 +16,21 @@ from benchmark_utils import timestamp
 from benchmark_utils import write_section
 
 
+def _machine():
+    """describe_machine() here, or in the quickstart's .venv when this
+    Python has no TensorFlow (a fresh clone run with the system Python)."""
+    try:
+        return describe_machine()
+    except ImportError:
+        code = ("import sys; sys.path.insert(0, 'scripts'); from "
+                "benchmark_utils import describe_machine; "
+                "print(describe_machine())")
+        out = subprocess.run([str(REPO / ".venv" / "bin" / "python"), "-c",
+                              code], cwd=REPO, capture_output=True,
+                             text=True, check=True)
+        return out.stdout.strip().splitlines()[-1]
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--model", choices=("orienmask", "yolact"),
@@ -31,6 +46,7 @@ def main():
     shutil.rmtree(REPO / "runs" / name, ignore_errors=True)
     if args.fresh:
         shutil.rmtree(REPO / "data" / "shapes_simple", ignore_errors=True)
+    had_venv = (REPO / ".venv" / "bin" / "python").exists()
     start = time.perf_counter()
     subprocess.run(["bash", "scripts/quickstart.sh", "--model", args.model],
                    cwd=REPO, check=True)
@@ -43,7 +59,7 @@ def main():
     text = "\n".join([
         f"## Quickstart{' YOLACT' if yolact else ''} (`{command}`)",
         "",
-        f"{timestamp()}; {describe_machine()}"
+        f"{timestamp()}; {_machine()}"
         + (f"; {args.note}" if args.note else ""),
         "",
         "Shapes dataset, simple style (`make-shapes --style simple`: 600 "
@@ -51,8 +67,11 @@ def main():
         f"per image), `configs/{name}.yaml` trained on the CPU "
         f"({len(history) - 1} epochs), evaluated on the "
         "validation split (pycocotools). The wall time includes "
-        "`setup_env.sh` with an existing `.venv` (a first install of "
-        "TensorFlow adds its download time) and the dataset generation.",
+        + ("`setup_env.sh` with an existing `.venv` (a first install of "
+           "TensorFlow adds its download time)" if had_venv else
+           "creating `.venv` and installing the package from a fresh "
+           "clone (pip cache warm)")
+        + " and the dataset generation.",
         "",
         "| wall time (setup + data + train + eval + export + predict) | "
         "mask AP | mask AP50 | mask AP75 | box AP | box AP50 |",
