@@ -86,6 +86,14 @@ def build_train_model(config, strategy, steps_per_epoch):
         logger.warning("train.jit_compile is ignored under %s "
                        "(keras-team/keras#19005)", type(strategy).__name__)
         jit = False
+    if (strategy.num_replicas_in_sync > 1 and config.model.synchronized_bn
+            and not config.train.freeze_bn):
+        logger.warning(
+            "model.synchronized_bn under %s with %d replicas: measured with "
+            "TF 2.21 / Keras 3.15, the gradients of the full network differ "
+            "from one device's on the same global batch (forward statistics "
+            "match); see README 'Training'", type(strategy).__name__,
+            strategy.num_replicas_in_sync)
     with strategy.scope():
         network = build_network(config)
         model = make_train_model(config, network)
