@@ -97,3 +97,39 @@ def random_tiny_model(seed=0, **overrides):
     model = OrienMask(**{**TINY_KWARGS, **overrides})
     convert_state_dict(model, tiny_state_dict(seed, **overrides))
     return model
+
+
+def uint8_images(batch, height, width, seed):
+    """``random_images`` as uint8 pixels (what the serving signatures take)."""
+    return (random_images(batch, height, width, seed) * 255).astype(np.uint8)
+
+
+def assert_same_detections(got, expected, box_atol=1e-4):
+    """Two detection dicts (``export.serving.DETECTION_KEYS``) agree: same
+    counts, classes and masks, scores within 1e-5, boxes within box_atol."""
+    np.testing.assert_array_equal(got["num_detections"],
+                                  expected["num_detections"])
+    np.testing.assert_array_equal(got["classes"], expected["classes"])
+    np.testing.assert_allclose(got["scores"], expected["scores"], atol=1e-5)
+    np.testing.assert_allclose(got["boxes"], expected["boxes"], atol=box_atol)
+    np.testing.assert_array_equal(got["masks"], expected["masks"])
+
+
+def assert_drawn_predictions(images, out, detections_json, keys):
+    """``predict`` wrote every image of ``images`` to ``out``, same size and
+    visibly drawn on, and a COCO JSON whose records hold ``keys``; returns
+    the JSON records."""
+    import os
+
+    import cv2
+
+    names = sorted(os.listdir(images))
+    assert sorted(os.listdir(out)) == names
+    for name in names:
+        original = cv2.imread(str(pathlib.Path(images) / name))
+        drawn = cv2.imread(str(pathlib.Path(out) / name))
+        assert drawn.shape == original.shape
+        assert np.abs(drawn.astype(int) - original.astype(int)).mean() > 1
+    results = json.loads(pathlib.Path(detections_json).read_text())
+    assert results and set(keys) <= set(results[0])
+    return results

@@ -51,9 +51,11 @@ or None, and returns a dict::
 import cv2
 import numpy as np
 
+# mmdet img_norm_cfg (RGB), the network's own input normalisation.
+from orienmask_tf.models.yolact import PIXEL_MEAN as YOLACT_MEAN
+from orienmask_tf.models.yolact import PIXEL_STD as YOLACT_STD
+
 ORIENMASK_MEAN = (123.675, 116.280, 103.530)  # official MEAN (RGB, 0..255)
-YOLACT_MEAN = (123.68, 116.78, 103.94)  # mmdet img_norm_cfg, RGB
-YOLACT_STD = (58.40, 57.12, 57.38)
 
 
 # --------------------------------------------------------------------------

@@ -220,11 +220,12 @@ def build_dataset(config, split, input_context=None, encoder=None, data=None,
         num_pipelines = input_context.num_input_pipelines
         pipeline_id = input_context.input_pipeline_id
         batch = input_context.get_per_replica_batch_size(global_batch)
-    options = {"min_box_size": data.min_box_size}
+    transform_kwargs = {"min_box_size": data.min_box_size}
     if training and data.recipe == "orienmask":
-        options.update(jitter=data.aspect_jitter, pad_ratio=data.pad_ratio)
+        transform_kwargs.update(jitter=data.aspect_jitter,
+                                pad_ratio=data.pad_ratio)
     transform = augment.make_transform(data.recipe, training, image_size,
-                                       **options)
+                                       **transform_kwargs)
     parser = ExampleParser(transform, image_size, data.max_instances,
                            seed=data.seed, pipeline_id=pipeline_id,
                            on_error=data.on_error)

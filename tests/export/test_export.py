@@ -69,18 +69,6 @@ def exported(tmp_path_factory):
                                      jit_compile=False))
 
 
-def _uint8_images(batch, height, width, seed):
-    return (testing.random_images(batch, height, width, seed) * 255).astype(
-        np.uint8)
-
-
-def _assert_same_detections(got, expected, box_atol=1e-4):
-    np.testing.assert_array_equal(got["num_detections"],
-                                  expected["num_detections"])
-    np.testing.assert_array_equal(got["classes"], expected["classes"])
-    np.testing.assert_allclose(got["scores"], expected["scores"], atol=1e-5)
-    np.testing.assert_allclose(got["boxes"], expected["boxes"], atol=box_atol)
-    np.testing.assert_array_equal(got["masks"], expected["masks"])
 
 
 def test_saved_model_layout_and_signatures(exported):
@@ -93,12 +81,12 @@ def test_saved_model_layout_and_signatures(exported):
 
 
 def test_saved_model_reproduces_keras_in_a_fresh_process(exported, tmp_path):
-    images = _uint8_images(2, 80, 120, seed=3)  # not the network size
+    images = testing.uint8_images(2, 80, 120, seed=3)  # not the network size
     got = _run_fresh("saved_model", exported["paths"]["saved_model"],
                      {"images": images}, tmp_path)
     expected = {k: v.numpy() for k, v in
                 exported["xla"].detect_uint8(images).items()}
-    _assert_same_detections(got, expected)
+    testing.assert_same_detections(got, expected)
     assert got["masks"].shape == (2, 100, 64, 96)
     assert np.all(got["num_detections"] > 0)
     # Boxes are in the original frame: x up to 120, y up to 80.
@@ -108,11 +96,11 @@ def test_saved_model_reproduces_keras_in_a_fresh_process(exported, tmp_path):
     # Eager Keras + plain decode agree with the XLA graph.
     plain = {k: v.numpy() for k, v in
              exported["plain"].detect_uint8(images).items()}
-    _assert_same_detections(plain, expected)
+    testing.assert_same_detections(plain, expected)
 
 
 def test_score_threshold_keeps_confident_detections_only(exported):
-    images = _uint8_images(2, 64, 96, seed=12)
+    images = testing.uint8_images(2, 64, 96, seed=12)
     loaded = tf.saved_model.load(str(exported["paths"]["saved_model_thresholded"]))
     got = {k: v.numpy() for k, v in
            loaded.signatures["serving_default"](images=tf.constant(images)).items()}
@@ -131,14 +119,14 @@ def test_score_threshold_keeps_confident_detections_only(exported):
 
 
 def test_serve_jpeg_and_serve_raw(exported, tmp_path):
-    images = _uint8_images(2, 64, 96, seed=4)
+    images = testing.uint8_images(2, 64, 96, seed=4)
     encoded = np.array([cv2.imencode(".png", im[:, :, ::-1])[1].tobytes()
                         for im in images], dtype=object)
     got = _run_fresh("saved_model_jpeg", exported["paths"]["saved_model"],
                      {"encoded": encoded.astype(bytes)}, tmp_path)
     expected = {k: v.numpy() for k, v in
                 exported["xla"].detect_uint8(images).items()}
-    _assert_same_detections(got, expected)
+    testing.assert_same_detections(got, expected)
     inputs = testing.random_images(1, 64, 96, seed=5)
     raw = _run_fresh("saved_model_raw", exported["paths"]["saved_model"],
                      {"inputs": inputs}, tmp_path)
@@ -154,7 +142,7 @@ def test_saved_model_cli_show_and_run(exported, tmp_path):
     assert show.returncode == 0, show.stderr[-2000:]
     assert "serve_jpeg" in show.stdout and "DT_UINT8" in show.stdout
     image_file = tmp_path / "image.npy"
-    np.save(image_file, _uint8_images(1, 48, 72, seed=10))
+    np.save(image_file, testing.uint8_images(1, 48, 72, seed=10))
     run = subprocess.run(
         [cli_path, "run", "--dir", path, "--tag_set", "serve",
          "--signature_def", "serving_default", "--inputs",
@@ -189,7 +177,7 @@ def test_wrong_dtype_and_bad_bytes_are_rejected(serving):
 
 
 def test_gray_and_rgba_images_are_converted(serving):
-    gray = _uint8_images(1, 40, 60, seed=6)[..., :1]
+    gray = testing.uint8_images(1, 40, 60, seed=6)[..., :1]
     rgb = np.repeat(gray, 3, axis=-1)
     rgba = np.concatenate([rgb, np.full_like(gray, 7)], axis=-1)
     fn = serving.signatures["serving_default"]
@@ -205,7 +193,7 @@ def test_tflite_fp32_reproduces_keras_in_a_fresh_process(exported, tmp_path):
     got = _run_fresh("tflite", exported["paths"]["tflite_fp32"],
                      {"inputs": inputs}, tmp_path)
     expected = {k: v.numpy() for k, v in exported["plain"].detect(inputs).items()}
-    _assert_same_detections(got, expected)
+    testing.assert_same_detections(got, expected)
 
 
 def test_onnx_reproduces_keras_in_a_fresh_process(exported, tmp_path):
@@ -213,7 +201,7 @@ def test_onnx_reproduces_keras_in_a_fresh_process(exported, tmp_path):
     got = _run_fresh("onnx", exported["paths"]["onnx"], {"inputs": inputs},
                      tmp_path)
     expected = {k: v.numpy() for k, v in exported["plain"].detect(inputs).items()}
-    _assert_same_detections(got, expected)
+    testing.assert_same_detections(got, expected)
 
 
 @pytest.mark.parametrize("quant", ["fp16", "int8-dynamic", "int8"])

@@ -61,10 +61,6 @@ def tiny_anchors():
     return split_levels(anchors, counts)
 
 
-def _uint8_images(batch, height, width, seed):
-    return (testing.random_images(batch, height, width, seed) * 255).astype(
-        np.uint8)
-
 
 def _numpy(outputs):
     return {k: np.asarray(v) for k, v in outputs.items()}
@@ -96,9 +92,9 @@ def exported(tmp_path_factory):
 
 # Inputs of every fresh-process run: name -> (kind, artifact, inputs).
 def _jobs(exported):
-    images = _uint8_images(2, 80, 120, seed=3)  # not the network size
+    images = testing.uint8_images(2, 80, 120, seed=3)  # not the network size
     encoded = np.array([cv2.imencode(".png", im[:, :, ::-1])[1].tobytes()
-                        for im in _uint8_images(2, 64, 96, seed=4)],
+                        for im in testing.uint8_images(2, 64, 96, seed=4)],
                        dtype=object).astype(bytes)
     inputs = testing.random_images(1, SIZE, SIZE, seed=7)
     paths = exported["paths"]
@@ -138,18 +134,10 @@ def fresh(exported):
     return out
 
 
-def _assert_same_detections(got, expected, box_atol=1e-4):
-    np.testing.assert_array_equal(got["num_detections"],
-                                  expected["num_detections"])
-    np.testing.assert_array_equal(got["classes"], expected["classes"])
-    np.testing.assert_allclose(got["scores"], expected["scores"], atol=1e-5)
-    np.testing.assert_allclose(got["boxes"], expected["boxes"], atol=box_atol)
-    np.testing.assert_array_equal(got["masks"], expected["masks"])
-
 
 def test_preprocessing_equals_yolact_eval_transform(exported):
     inference = exported["plain"]
-    image = _uint8_images(1, 70, 110, seed=1)[0]
+    image = testing.uint8_images(1, 70, 110, seed=1)[0]
     reference = YolactEvalTransform((SIZE, SIZE))(
         image, np.zeros((0, 70, 110), np.uint8), [], None)["image"]
     inputs, sizes = inference.preprocess_uint8(image[None])
@@ -157,7 +145,7 @@ def test_preprocessing_equals_yolact_eval_transform(exported):
     ours = inference.normalize(inputs).numpy()[0]
     np.testing.assert_allclose(ours, reference, atol=1e-4)
     # detect_normalized takes the transform's output as is.
-    _assert_same_detections(
+    testing.assert_same_detections(
         _numpy(inference.detect_normalized(reference[None])),
         _numpy(inference.detect(inputs)))
     # raw: [0, 1] in, the decoder's outputs (no training-only segm) out.
@@ -192,7 +180,7 @@ def test_saved_model_layout_and_signatures(exported):
 def test_saved_model_reproduces_keras_in_a_fresh_process(exported, fresh):
     inputs, got = fresh["saved_model"]
     expected = _numpy(exported["xla"].detect_uint8(inputs["images"]))
-    _assert_same_detections(got, expected)
+    testing.assert_same_detections(got, expected)
     assert got["masks"].shape == (2, 30, SIZE, SIZE)
     assert got["masks"].dtype == np.uint8 and got["classes"].dtype == np.int32
     assert np.all(got["num_detections"] > 0)
@@ -202,13 +190,13 @@ def test_saved_model_reproduces_keras_in_a_fresh_process(exported, fresh):
     assert got["boxes"][valid][:, 3].max() <= 80.0
     # Eager Keras + the plain (non-XLA) decoder agree with the XLA graph.
     plain = _numpy(exported["plain"].detect_uint8(inputs["images"]))
-    _assert_same_detections(plain, expected)
+    testing.assert_same_detections(plain, expected)
 
 
 def test_serve_jpeg_and_serve_raw(exported, fresh):
     _, got = fresh["saved_model_jpeg"]
-    images = _uint8_images(2, 64, 96, seed=4)
-    _assert_same_detections(
+    images = testing.uint8_images(2, 64, 96, seed=4)
+    testing.assert_same_detections(
         got, _numpy(exported["xla"].detect_uint8(images)))
     inputs, raw = fresh["saved_model_raw"]
     assert set(raw) == RAW_KEYS
@@ -222,7 +210,7 @@ def test_serve_jpeg_and_serve_raw(exported, fresh):
 
 
 def test_score_threshold_keeps_confident_detections_only(exported):
-    images = _uint8_images(2, 64, 96, seed=12)
+    images = testing.uint8_images(2, 64, 96, seed=12)
     full = _numpy(exported["plain"].detect_uint8(images))
     threshold = float(np.median(full["scores"][full["classes"] >= 0]))
     got = _numpy(InferenceModel(
@@ -245,7 +233,7 @@ def test_score_threshold_keeps_confident_detections_only(exported):
 def test_float_tflite_and_onnx_reproduce_keras(exported, fresh, name):
     inputs, got = fresh[name]
     expected = _numpy(exported["plain"].detect(inputs["inputs"]))
-    _assert_same_detections(got, expected)
+    testing.assert_same_detections(got, expected)
 
 
 def _matched_agreement(got, expected):

@@ -5,6 +5,8 @@ import os
 import subprocess
 import sys
 
+import numpy as np
+
 from tests.testing import CONFIGS_DIR
 from tests.testing import REPO_DIR
 
@@ -51,3 +53,16 @@ def run_script(script, args, env=None, timeout=300):
 def finish(process, timeout=300):
     output, _ = process.communicate(timeout=timeout)
     return process.returncode, output
+
+
+def parity_stats(initial, single, mirrored):
+    """One step from ``initial`` weights on one device vs. under a
+    strategy: the largest update and the largest difference between the two
+    results, absolute and relative to the update of its weight."""
+    pairs = list(zip(initial, single, mirrored))
+    return {
+        "max_change": max(float(np.abs(s - i).max()) for i, s, _ in pairs),
+        "max_diff": max(float(np.abs(s - m).max()) for _, s, m in pairs),
+        "max_rel_diff": max(float(np.abs(s - m).max()
+                                  / (np.abs(s - i).max() + 1e-12))
+                            for i, s, m in pairs)}

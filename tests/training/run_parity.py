@@ -14,11 +14,11 @@ tf.config.set_logical_device_configuration(
     cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
 
 import keras  # noqa: E402
-import numpy as np  # noqa: E402
 
 from orienmask_tf.data.pipeline import build_dataset  # noqa: E402
 from orienmask_tf.training.fit import build_train_model  # noqa: E402
 from orienmask_tf.training.fit import make_train_encoder  # noqa: E402
+from tests.training.helpers import parity_stats  # noqa: E402
 from tests.training.helpers import tiny_config  # noqa: E402
 
 args = json.loads(sys.argv[1])
@@ -56,15 +56,11 @@ for variant in ("detection", "duplicated"):
     mirrored = build_train_model(config, strategy, 10)
     mirrored.set_weights(initial)
     history = mirrored.fit(data, epochs=1, verbose=0)
-    pairs = list(zip(initial, single.get_weights(), mirrored.get_weights()))
     results[variant] = {
         "replicas": strategy.num_replicas_in_sync,
         "loss": float(history.history["loss"][0]),
-        "max_change": max(float(np.abs(s - i).max()) for i, s, _ in pairs),
-        "max_diff": max(float(np.abs(s - m).max()) for _, s, m in pairs),
-        "max_rel_diff": max(float(np.abs(s - m).max()
-                                  / (np.abs(s - i).max() + 1e-12))
-                            for i, s, m in pairs)}
+        **parity_stats(initial, single.get_weights(),
+                       mirrored.get_weights())}
 with open(args["out"], "w") as f:
     json.dump(results, f)
 print(json.dumps(results))

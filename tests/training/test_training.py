@@ -6,6 +6,7 @@ import socket
 import numpy as np
 import pytest
 
+from tests.testing import assert_drawn_predictions
 from tests.training.helpers import finish
 from tests.training.helpers import run_script
 from tests.training.helpers import tiny_config
@@ -120,8 +121,6 @@ def test_short_run_lowers_the_loss(tmp_path):
 
 
 def test_predict_draws_masks(tmp_path):
-    import cv2
-
     from orienmask_tf import cli
     from orienmask_tf.config import config_to_dict
     from orienmask_tf.models import OrienMask
@@ -141,13 +140,5 @@ def test_predict_draws_masks(tmp_path):
                      "--score-threshold", "0", "--coco-json",
                      str(tmp_path / "dets.json")])
     assert code == 0
-    names = sorted(os.listdir(images))
-    assert sorted(os.listdir(out)) == names
-    for name in names:
-        original = cv2.imread(str(images / name))
-        drawn = cv2.imread(str(out / name))
-        assert drawn.shape == original.shape
-        assert np.abs(drawn.astype(int) - original.astype(int)).mean() > 1
-    results = json.loads((tmp_path / "dets.json").read_text())
-    assert results and {"segmentation", "bbox", "score",
-                        "file_name"} <= set(results[0])
+    assert_drawn_predictions(images, out, tmp_path / "dets.json",
+                             ("segmentation", "bbox", "score", "file_name"))

@@ -21,13 +21,13 @@ tf.config.set_logical_device_configuration(
     cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
 
 import keras  # noqa: E402
-import numpy as np  # noqa: E402
 
 from orienmask_tf.config import load_config  # noqa: E402
 from orienmask_tf.data.pipeline import build_dataset  # noqa: E402
 from orienmask_tf.training.fit import build_train_model  # noqa: E402
 from orienmask_tf.training.fit import make_train_encoder  # noqa: E402
 from tests.testing import CONFIGS_DIR  # noqa: E402
+from tests.training.helpers import parity_stats  # noqa: E402
 from tests.training.helpers import make_data  # noqa: E402
 
 args = json.loads(sys.argv[1])
@@ -52,13 +52,9 @@ strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
 mirrored = build_train_model(config, strategy, 10)
 mirrored.set_weights(initial)
 mirrored.fit(data, epochs=1, verbose=0)
-pairs = list(zip(initial, single.get_weights(), mirrored.get_weights()))
-result = {
-    "replicas": strategy.num_replicas_in_sync,
-    "max_change": max(float(np.abs(s - i).max()) for i, s, _ in pairs),
-    "max_rel_diff": max(float(np.abs(s - m).max()
-                              / (np.abs(s - i).max() + 1e-12))
-                        for i, s, m in pairs)}
+result = {"replicas": strategy.num_replicas_in_sync,
+          **parity_stats(initial, single.get_weights(),
+                         mirrored.get_weights())}
 with open(args["out"], "w") as f:
     json.dump(result, f)
 print(json.dumps(result))

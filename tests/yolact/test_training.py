@@ -5,7 +5,6 @@ import csv
 import json
 import os
 
-import cv2
 import keras
 import numpy as np
 import pytest
@@ -118,16 +117,9 @@ def test_cli_predict_draws_and_writes_coco_json(trained):
                      "--images", str(images), "--output", str(out),
                      "--score-threshold", "0", "--coco-json", str(dets),
                      "--set", "decode.score_thr=0.0"]) == 0
-    names = sorted(os.listdir(images))
-    assert sorted(os.listdir(out)) == names
-    for name in names:
-        original = cv2.imread(str(images / name))
-        drawn = cv2.imread(str(out / name))
-        assert drawn.shape == original.shape
-        assert np.abs(drawn.astype(int) - original.astype(int)).mean() > 1
-    results = json.loads(dets.read_text())
-    assert results and {"segmentation", "bbox", "score", "file_name",
-                        "category_name"} <= set(results[0])
+    results = testing.assert_drawn_predictions(
+        images, out, dets,
+        ("segmentation", "bbox", "score", "file_name", "category_name"))
     assert {r["category_name"] for r in results} <= {
         "circle", "rectangle", "triangle", "ellipse", "star"}
 
