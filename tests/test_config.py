@@ -89,6 +89,10 @@ def test_unknown_section_is_an_error(tmp_path):
     ("model:\n  variant: mask_rcnn\n", r"model.variant: expected 'base' or"),
     ("model: {stackwise_num_blocks: [1, 1]}\n", r"model.stackwise_num_blocks"),
     ("key: [unclosed\n", r"exp.yaml: not valid YAML"),
+    ("data:\n  aspect_jitter: 1.5\n",
+     r"data.aspect_jitter and data.pad_ratio: expected values in \[0, 1\)"),
+    ("model:\n  architecture: yolact\ndata:\n  recipe: yolact\n"
+     "  pad_ratio: 0.5\n", r"belong to the orienmask recipe"),
 ])
 def test_bad_values_name_the_key(tmp_path, text, message):
     with pytest.raises(ConfigError, match=message):
