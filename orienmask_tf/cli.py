@@ -15,21 +15,17 @@ def _quiet_tensorflow():
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 
-def _add_config_args(parser):
+def _add_config_args(parser, required=True):
     parser.add_argument(
-        "--config", required=True,
-        help="experiment YAML in configs/ (only overrides of the defaults)")
+        "--config", required=required,
+        help="experiment YAML in configs/ (only overrides of the defaults)"
+             + ("" if required else "; with --model: used instead of the "
+                "experiment the model file carries"))
     parser.add_argument(
         "--set", dest="overrides", action="append", default=[],
         metavar="KEY=VALUE",
         help="override a config value, e.g. --set model.num_classes=3 "
              "(repeatable; values are YAML)")
-
-
-def _build_model(config, image_shape=(None, None, 3)):
-    from orienmask_tf.training.builders import make_network
-
-    return make_network(config, image_shape)
 
 
 def _count(weights):
@@ -43,19 +39,12 @@ def cmd_info(args):
 
     config = load_config(args.config, args.overrides)
     height, width = args.image_size or config.image_size
-    model = _build_model(config)
+    family = config.family
+    model = family.build_network(config)
     trainable = _count(model.trainable_weights)
     frozen = _count(model.non_trainable_weights)
     shapes = model.output_shapes(height, width, args.batch_size)
-    if config.is_yolact:
-        import dataclasses
-
-        # Counts per level for this input size (the rows are not printed).
-        _, counts = dataclasses.replace(
-            config, image_size=(height, width)).yolact_anchors()
-        anchors = list(counts)
-    else:
-        anchors = config.anchor_array().tolist()
+    described = family.describe(config, (height, width))
     info = {
         "config": args.config,
         "name": config.name,
@@ -67,79 +56,48 @@ def cmd_info(args):
         "total_parameters": trainable + frozen,
         "output_shapes": {k: list(v) for k, v in shapes.items()},
         "architecture": config.architecture,
-        # OrienMask: the 9 [w, h]; YOLACT: anchors per level P3..P7.
-        "anchors": anchors,
+        # The family's anchor summary (OrienMask: the 9 [w, h]; YOLACT:
+        # anchors per level P3..P7).
+        "anchors": described["anchors"],
     }
     if args.json:
         print(json.dumps(info, indent=2))
         return 0
-    m = config.model
     print(f"config      {args.config} ({config.name})")
     if config.reproduces:
         print(f"reproduces  {config.reproduces}")
-    if config.is_yolact:
-        kwargs = config.model_kwargs()
-        print(f"model       YOLACT classes={m.num_classes} "
-              f"anchors/location={kwargs['num_anchors']} "
-              f"protos={m.num_protos} resnet_blocks="
-              f"{list(m.stackwise_num_blocks)} stem={m.stem_channels} "
-              f"base={m.base_channels} fpn={m.fpn_channels} "
-              f"extra_convs_on={m.extra_convs_on} "
-              f"synchronized_bn={m.synchronized_bn}")
-    else:
-        print(f"model       OrienMask variant={m.variant} "
-              f"classes={m.num_classes} anchors/scale={m.num_anchors} "
-              f"width={m.width} blocks={list(m.stackwise_num_blocks)} "
-              f"synchronized_bn={m.synchronized_bn}")
+    print(f"model       {described['model']}")
     print(f"parameters  {trainable:,} trainable + {frozen:,} non-trainable "
           f"(BatchNorm moving statistics) = {trainable + frozen:,}")
-    scaling = ("(x - PIXEL_MEAN) / PIXEL_STD of 0..255" if config.is_yolact
-               else "in [0, 1]")
-    print(f"input       {info['input_shape']} float32 RGB {scaling} (NHWC)")
+    print(f"input       {info['input_shape']} float32 RGB {described['input']}"
+          " (NHWC)")
     print("outputs")
     column = max(10, *(len(key) for key in shapes))
     for key, shape in shapes.items():
         print(f"  {key:<{column}s}  {list(shape)}")
-    if config.is_yolact:
-        print(f"anchors     {sum(counts):,} ({' + '.join(map(str, counts))} "
-              f"on P3..P7; targets.assigner={config.targets.assigner}, "
-              f"decode.style={config.decode.style})")
-    else:
-        anchors = ", ".join(f"{w:g}x{h:g}" for w, h in config.anchor_array())
-        print(f"anchors     {anchors} (px, stride 8 / 16 / 32 groups of "
-              f"{m.num_anchors})")
+    print(f"anchors     {described['anchor_line']}")
     return 0
 
 
 def cmd_convert(args):
     from orienmask_tf.config import load_config
     from orienmask_tf.convert import load_state_dict
+    from orienmask_tf.saving import save_network
 
     if not args.output.endswith(".keras"):
         raise ValueError(f"--output {args.output}: expected a .keras file name")
     config = load_config(args.config, args.overrides)
     state_dict, official_config = load_state_dict(args.checkpoint,
                                                   return_config=True)
-    model = _build_model(config)
-    if config.is_yolact:
-        report = _convert_yolact(args, config, model, state_dict)
-    else:
-        from orienmask_tf.convert import check_official_config
-        from orienmask_tf.convert import convert_state_dict
-
-        if args.layout != "auto":
-            raise ValueError("--layout applies to YOLACT configs only")
-        if args.part != "backbone":
-            check_official_config(model, official_config, args.checkpoint)
-        report = convert_state_dict(model, state_dict, part=args.part,
-                                    skip_keys=args.skip_keys,
-                                    source=args.checkpoint)
-    os.makedirs(os.path.dirname(os.path.abspath(args.output)), exist_ok=True)
-    model.save(args.output)
-    network = (f"YOLACT ({report['layout']} layout)" if config.is_yolact
-               else f"OrienMask {config.model.variant}")
+    model = config.family.build_network(config)
+    report = config.family.convert_checkpoint(
+        model, state_dict, official_config, config=config, part=args.part,
+        layout=args.layout, skip_keys=args.skip_keys, source=args.checkpoint)
+    for note in report.get("notes", ()):
+        print(f"note: {note}", file=sys.stderr)
+    save_network(model, args.output, config)
     print(f"converted {args.checkpoint}: {report['assigned']} tensors into the "
-          f"{report['part']} of {network} "
+          f"{report['part']} of {report['network']} "
           f"({config.model.num_classes} classes)")
     if report["skipped"]:
         print(f"skipped ({len(report['skipped'])}): "
@@ -150,34 +108,13 @@ def cmd_convert(args):
     return 0
 
 
-def _convert_yolact(args, config, model, state_dict):
-    """mmdet (maIoU fork), dbolya or torchvision-ResNet state_dict -> model."""
-    from orienmask_tf.convert.yolact_keys import convert_state_dict
-    from orienmask_tf.convert.yolact_keys import guess_layout
+def _load_segmenter(args):
+    """The ``Segmenter`` of ``--model`` (its stored experiment, or
+    ``--config``'s, with ``--set`` on top)."""
+    from orienmask_tf.inference.segmenter import Segmenter
 
-    layout = args.layout if args.layout != "auto" else guess_layout(
-        state_dict)
-    part = "backbone" if layout == "torchvision" else "full"
-    if args.part != "auto" and args.part != part:
-        raise ValueError(
-            f"--part {args.part}: a {layout} YOLACT checkpoint loads the "
-            f"{part} (torchvision ResNet weights: the backbone; mmdet / "
-            "dbolya checkpoints: the full model)")
-    if layout == "dbolya" and (config.decode.style != "dbolya"
-                               or config.model.extra_convs_on != "output"
-                               or not config.model.relu_fpn_outputs):
-        print("note: a dbolya checkpoint needs decode.style=dbolya, "
-              "model.extra_convs_on=output and model.relu_fpn_outputs=true "
-              "to reproduce the original YOLACT", file=sys.stderr)
-    return convert_state_dict(model, state_dict, layout=layout,
-                              skip_keys=args.skip_keys,
-                              source=args.checkpoint)
-
-
-def _load_keras_model(path, config=None):
-    from orienmask_tf.training.builders import load_network
-
-    return load_network(path, config)
+    return Segmenter.load(args.model, config=args.config,
+                          overrides=args.overrides)
 
 
 def _read_calibration_images(directory, image_size, limit):
@@ -206,79 +143,47 @@ def _read_calibration_images(directory, image_size, limit):
 
 
 def cmd_export(args):
-    from orienmask_tf.config import config_to_dict
-    from orienmask_tf.config import load_config
-
-    from orienmask_tf.training.builders import inference_args
-
-    config = load_config(args.config, args.overrides)
-    model = _load_keras_model(args.model, config)
-    common = (model, config.image_size, *inference_args(config))
-    name = args.model_name or config.name
+    segmenter = _load_segmenter(args)
+    if args.quantize and args.format != "tflite":
+        raise ValueError("--quantize applies to --format tflite only")
+    calibration = None
+    if args.quantize == "int8":
+        calibration = _read_calibration_images(
+            args.calibration_images, segmenter.image_size,
+            args.calibration_count)
+    path = segmenter.export(
+        args.format, output=args.output, quantize=args.quantize,
+        calibration_images=calibration, score_threshold=args.score_threshold,
+        version=args.version, model_name=args.model_name)
     if args.format == "saved_model":
-        from orienmask_tf.export.saved_model import export_saved_model
-        from orienmask_tf.export.saved_model import next_version
-
-        if args.quantize:
-            raise ValueError("--quantize applies to --format tflite only")
-        model_dir = os.path.join(args.output or "saved_models", name)
-        version = args.version or next_version(model_dir)
-        export_dir = os.path.join(model_dir, str(version))
-        if os.path.exists(export_dir):
-            raise ValueError(f"{export_dir} exists; TF Serving versions are "
-                             "immutable, pick another --version")
-        export_saved_model(*common, export_dir,
-                           metadata={"config": config_to_dict(config),
-                                     "source_model": args.model,
-                                     "score_threshold": args.score_threshold},
-                           score_threshold=args.score_threshold)
-        print(f"wrote {export_dir} (TF Serving: model_name={name}, "
-              f"version {version}); inspect with "
-              f"`saved_model_cli show --dir {export_dir} --all`")
+        name = os.path.basename(os.path.dirname(path))
+        print(f"wrote {path} (TF Serving: model_name={name}, version "
+              f"{os.path.basename(path)}); inspect with "
+              f"`saved_model_cli show --dir {path} --all`")
     elif args.format == "tflite":
-        from orienmask_tf.export.tflite import convert_tflite
-
-        calibration = None
-        if args.quantize == "int8":
-            calibration = _read_calibration_images(
-                args.calibration_images, config.image_size, args.calibration_count)
-        output = args.output or os.path.join(
-            "saved_models", f"{name}{'_' + args.quantize if args.quantize else ''}.tflite")
-        flatbuffer = convert_tflite(*common, quantize=args.quantize,
-                                    calibration=calibration)
-        os.makedirs(os.path.dirname(os.path.abspath(output)), exist_ok=True)
-        with open(output, "wb") as f:
-            f.write(flatbuffer)
-        print(f"wrote {output} ({len(flatbuffer) / 2**20:.1f} MiB)")
+        print(f"wrote {path} ({os.path.getsize(path) / 2**20:.1f} MiB)")
     else:
-        from orienmask_tf.export.onnx import export_onnx
-
-        if args.quantize:
-            raise ValueError("--quantize applies to --format tflite only")
-        output = args.output or os.path.join("saved_models", f"{name}.onnx")
-        os.makedirs(os.path.dirname(os.path.abspath(output)), exist_ok=True)
-        export_onnx(*common, output)
-        print(f"wrote {output} (opset 17)")
+        print(f"wrote {path} (opset 17)")
     return 0
 
 
 def cmd_benchmark(args):
-    from orienmask_tf.config import load_config
-    from orienmask_tf.export.benchmark import benchmark_formats
     from orienmask_tf.export.benchmark import format_table
 
-    from orienmask_tf.training.builders import inference_args
-
-    config = load_config(args.config, args.overrides)
     if args.model:
-        model = _load_keras_model(args.model, config)
+        segmenter = _load_segmenter(args)
     else:
+        from orienmask_tf.config import load_config
+        from orienmask_tf.inference.segmenter import Segmenter
+
+        if not args.config:
+            raise ValueError("benchmark needs --model or --config")
         print("no --model: random weights (latency does not depend on them)")
-        model = _build_model(config)
-    rows = benchmark_formats(
-        model, config.image_size, *inference_args(config),
-        formats=args.formats,
-        batch_sizes=args.batch_sizes, warmup=args.warmup, runs=args.runs)
+        config = load_config(args.config, args.overrides)
+        segmenter = Segmenter(config.family.build_network(config), config)
+    rows = segmenter.benchmark(formats=args.formats,
+                               batch_sizes=args.batch_sizes,
+                               warmup=args.warmup, runs=args.runs)
     print(format_table(rows))
     return 0
 
@@ -300,39 +205,21 @@ def cmd_train(args):
     return 0
 
 
-def _config_for_model(args):
-    """``--config`` or the ``config.yaml`` a training run wrote next to
-    (or one folder above) the model."""
-    from orienmask_tf.config import load_config
-
-    path = args.config
-    if path is None:
-        folder = os.path.dirname(os.path.abspath(args.model))
-        for candidate in (folder, os.path.dirname(folder)):
-            if os.path.isfile(os.path.join(candidate, "config.yaml")):
-                path = os.path.join(candidate, "config.yaml")
-                break
-        else:
-            raise ValueError(f"--model {args.model}: no config.yaml next to "
-                             "it; pass --config")
-    return load_config(path, args.overrides)
-
-
 def cmd_predict(args):
-    from orienmask_tf.training.predict import list_images
-    from orienmask_tf.training.predict import predict_images
+    from orienmask_tf.inference.predict import list_images
+    from orienmask_tf.inference.predict import predict_images
 
-    config = _config_for_model(args)
-    model = _load_keras_model(args.model, config)
-    class_names = tuple(config.data.class_names)
+    segmenter = _load_segmenter(args)
+    class_names = segmenter.class_names
     if args.annotations:
         with open(args.annotations) as f:
             categories = json.load(f)["categories"]
         class_names = tuple(c["name"] for c in
                             sorted(categories, key=lambda c: c["id"]))
     paths = list_images(args.images)
-    written = predict_images(model, config, paths, args.output, class_names,
-                             args.score_threshold, args.coco_json)
+    written = predict_images(segmenter.network, segmenter.config, paths,
+                             args.output, class_names, args.score_threshold,
+                             args.coco_json)
     for source, out, count in written:
         print(f"{source} -> {out} ({count} detections >= "
               f"{args.score_threshold})")
@@ -342,22 +229,21 @@ def cmd_predict(args):
 
 
 def cmd_evaluate(args):
-    if args.model is None:
-        from orienmask_tf.eval.coco_eval import run_evaluate
-
-        if not args.annotations or not args.results:
-            raise ValueError("evaluate needs --annotations and --results, or "
-                             "--model (and --config) to run a model on a split")
-        return run_evaluate(args)
     from orienmask_tf.eval.coco_eval import format_table
     from orienmask_tf.eval.coco_eval import write_json
-    from orienmask_tf.training.evaluate import NetworkEvaluator
 
-    config = _config_for_model(args)
-    model = _load_keras_model(args.model, config)
-    evaluator = NetworkEvaluator(config, args.split,
-                                 max_images=args.max_images)
-    stats = evaluator(model, verbose=True)
+    if args.model is None:
+        if not args.annotations or not args.results:
+            raise ValueError("evaluate needs --annotations and --results, or "
+                             "--model to run a model on a dataset")
+        return _evaluate_results(args)
+    segmenter = _load_segmenter(args)
+    if args.annotations and not args.images:
+        raise ValueError("--annotations with --model needs --images (the "
+                         "image folder of that COCO JSON)")
+    stats = segmenter.evaluate(args.annotations, args.images,
+                               split=args.split, max_images=args.max_images)
+    evaluator = segmenter.last_evaluator
     print(format_table(stats))
     print(f"{len(evaluator.coco)} {args.split} images in "
           f"{evaluator.seconds:.1f} s")
@@ -370,12 +256,62 @@ def cmd_evaluate(args):
     return 0
 
 
+def _evaluate_results(args):
+    from orienmask_tf.eval.coco_eval import evaluate
+    from orienmask_tf.eval.coco_eval import write_json
+
+    try:
+        with open(args.results) as stream:
+            results = json.load(stream)
+    except OSError as error:
+        raise ValueError(f"{args.results}: cannot read ({error.strerror})")
+    except ValueError as error:
+        raise ValueError(f"{args.results}: malformed JSON ({error})")
+    if isinstance(results, list):
+        results = {t: results for t in args.iou_types}
+    stats = evaluate(args.annotations, results, args.iou_types, args.backend)
+    if args.output:
+        write_json(args.output, stats)
+    return 0
+
+
+def cmd_make_shapes(args):
+    from orienmask_tf.data.shapes import make_shapes
+
+    def progress(split, done, total):
+        if done == total or done % 50 == 0:
+            print(f"\r{split}: {done}/{total} images", end="\n" if done == total
+                  else "", flush=True)
+
+    paths = make_shapes(args.out, args.num_train, args.num_val,
+                        tuple(args.image_size), args.seed,
+                        args.mean_instances, progress=progress,
+                        style=args.style)
+    for split, path in paths.items():
+        print(f"wrote {path}")
+    return 0
+
+
+def cmd_prepare_data(args):
+    from orienmask_tf.data import coco as coco_lib
+    from orienmask_tf.data.tfrecord import write_tfrecords
+
+    dataset = coco_lib.load_coco(args.annotations, args.images,
+                                 on_error=args.on_error)
+    result = write_tfrecords(dataset, args.output, args.num_shards,
+                             verify=not args.no_verify)
+    print(f"wrote {result['images']} images to {len(result['files'])} shards "
+          f"{args.output}-*-of-{len(result['files']):05d}.tfrecord")
+    print(dataset.summary())
+    return 0
+
+
 def build_parser():
     parser = argparse.ArgumentParser(
         prog="orienmask-tf",
         description="OrienMask real-time instance segmentation in Keras 3 / "
                     "TensorFlow 2.")
-    from orienmask_tf import __version__
+    from orienmask_tf.version import __version__
 
     parser.add_argument("--version", action="version",
                         version=f"orienmask-tf {__version__}")
@@ -425,8 +361,9 @@ def build_parser():
     export = commands.add_parser(
         "export", help="export a .keras model with its decoding: SavedModel "
                        "(TF Serving), TFLite or ONNX")
-    export.add_argument("--model", required=True, help="the .keras model")
-    _add_config_args(export)
+    export.add_argument("--model", required=True,
+                        help="the .keras model (it carries its experiment)")
+    _add_config_args(export, required=False)
     export.add_argument("--format", choices=("saved_model", "tflite", "onnx"),
                         default="saved_model")
     export.add_argument(
@@ -449,24 +386,20 @@ def build_parser():
                         help="SavedModel version (default: next free)")
     export.set_defaults(func=cmd_export)
 
-    from orienmask_tf.export.benchmark import FORMATS
+    from orienmask_tf.export.formats import FORMATS
 
     bench = commands.add_parser(
         "benchmark", help="latency of every deployment format on this "
                           "machine (median of timed runs after warm-up)")
     bench.add_argument("--model", help=".keras model (default: random "
-                                       "weights from the config)")
-    _add_config_args(bench)
+                                       "weights from --config)")
+    _add_config_args(bench, required=False)
     bench.add_argument("--formats", nargs="+", choices=FORMATS,
                        default=list(FORMATS))
     bench.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 8])
     bench.add_argument("--warmup", type=int, default=2)
     bench.add_argument("--runs", type=int, default=5)
     bench.set_defaults(func=cmd_benchmark)
-
-    from orienmask_tf.data import shapes
-    from orienmask_tf.data import tfrecord
-    from orienmask_tf.eval import coco_eval
 
     train = commands.add_parser(
         "train", help="train OrienMask or YOLACT with model.fit (strategy, "
@@ -484,12 +417,9 @@ def build_parser():
     predict = commands.add_parser(
         "predict", help="draw detections (masks, boxes, class names, "
                         "scores) of a .keras model on images")
-    predict.add_argument("--model", required=True, help="the .keras model")
-    predict.add_argument(
-        "--config", help="experiment YAML (default: config.yaml written "
-                         "by training next to the model)")
-    predict.add_argument("--set", dest="overrides", action="append",
-                         default=[], metavar="KEY=VALUE")
+    predict.add_argument("--model", required=True,
+                         help="the .keras model (it carries its experiment)")
+    _add_config_args(predict, required=False)
     predict.add_argument("--images", required=True,
                          help="an image, a folder or a glob pattern")
     predict.add_argument("--output", required=True,
@@ -501,20 +431,65 @@ def build_parser():
                          help="COCO JSON to take class names from")
     predict.set_defaults(func=cmd_predict)
 
-    shapes.add_parser(commands)
-    tfrecord.add_parser(commands)
-    evaluate = coco_eval.add_parser(commands)
-    # `evaluate` also runs a .keras model on a dataset split.
-    for action in evaluate._actions:
-        if action.dest in ("annotations", "results"):
-            action.required = False
+    from orienmask_tf.data.coco import ON_ERROR
+    from orienmask_tf.data.shapes import STYLES
+    from orienmask_tf.eval.coco_eval import BACKENDS
+    from orienmask_tf.eval.coco_eval import IOU_TYPES
+
+    shapes = commands.add_parser(
+        "make-shapes", help="write a synthetic COCO-format dataset of "
+                            "textured shapes (train and val splits)")
+    shapes.add_argument("--out", required=True, help="output folder")
+    shapes.add_argument("--num-train", type=int, default=64)
+    shapes.add_argument("--num-val", type=int, default=16)
+    shapes.add_argument("--image-size", type=int, nargs=2, default=(480, 640),
+                        metavar=("HEIGHT", "WIDTH"))
+    shapes.add_argument("--seed", type=int, default=0)
+    shapes.add_argument("--mean-instances", type=float, default=7.0)
+    shapes.add_argument("--style", choices=STYLES, default="coco",
+                        help="coco: textured shapes of every size with "
+                             "occlusion and crowd regions (default); simple: "
+                             "few large flat-coloured shapes (quickstart)")
+    shapes.set_defaults(func=cmd_make_shapes)
+
+    prepare = commands.add_parser(
+        "prepare-data", help="check a COCO instances JSON and its images and "
+                             "write sharded TFRecords")
+    prepare.add_argument("--annotations", required=True,
+                         help="COCO instances JSON")
+    prepare.add_argument("--images", required=True, help="image folder")
+    prepare.add_argument("--output", required=True,
+                         help="output prefix, e.g. data/coco/train2017")
+    prepare.add_argument("--num-shards", type=int, default=64)
+    prepare.add_argument("--on-error", choices=ON_ERROR, default="raise",
+                         help="bad images/annotations: fail (naming the file "
+                              "and annotation id) or skip and count")
+    prepare.add_argument("--no-verify", action="store_true",
+                         help="do not decode every image while writing")
+    prepare.set_defaults(func=cmd_prepare_data)
+
+    evaluate = commands.add_parser(
+        "evaluate", help="COCO bbox/segm AP of a .keras model on a dataset "
+                         "(--model) or of saved detection results "
+                         "(--results); prints the 12-number tables")
     evaluate.add_argument(
-        "--model", help="a .keras model to run on --split of the config's "
-                        "data (instead of --annotations / --results)")
-    evaluate.add_argument("--config", help="experiment YAML (default: the "
-                                           "config.yaml next to --model)")
-    evaluate.add_argument("--set", dest="overrides", action="append",
-                          default=[], metavar="KEY=VALUE")
+        "--annotations", help="ground-truth COCO instances JSON (with "
+                              "--model: instead of the experiment's split)")
+    evaluate.add_argument("--images", help="with --model and --annotations: "
+                                           "their image folder")
+    evaluate.add_argument(
+        "--results", help="JSON: {'bbox': [...], 'segm': [...]} (as "
+                          "CocoEvaluator.save writes) or one COCO result "
+                          "list (scored as --iou-types)")
+    evaluate.add_argument("--iou-types", nargs="+", choices=IOU_TYPES,
+                          default=list(IOU_TYPES))
+    evaluate.add_argument("--backend", choices=BACKENDS,
+                          default="pycocotools")
+    evaluate.add_argument("--output", help="write the metrics here as JSON")
+    evaluate.add_argument(
+        "--model", help="a .keras model to run on a dataset (--annotations "
+                        "and --images, or --split of its experiment)")
+    _add_config_args(evaluate, required=False)
     evaluate.add_argument("--split", choices=("val", "train"), default="val")
     evaluate.add_argument("--max-images", type=int, default=0,
                           help="first N images only (0 = all)")
@@ -528,7 +503,7 @@ def main(argv=None):
     _quiet_tensorflow()
     args = build_parser().parse_args(argv)
     from orienmask_tf.config import ConfigError
-    from orienmask_tf.convert import CheckpointError
+    from orienmask_tf.convert.torch_checkpoint import CheckpointError
 
     try:
         return args.func(args)

@@ -1,20 +1,19 @@
+# SPDX-License-Identifier: Apache-2.0
 """Experiment configuration: frozen dataclasses, overridden by strict YAML.
 
 A YAML file in ``configs/`` holds only the values that differ from the
-defaults below; an unknown key, or a value of the wrong type, is an error
-naming the file and the key. ``--set section.key=value`` on the command line
+defaults; an unknown key, or a value of the wrong type, is an error naming
+the file and the key. ``--set section.key=value`` on the command line
 applies further overrides (values parsed as YAML: ``--set model.width=8``,
 ``--set image_size=[320,480]``).
 
-``model.architecture`` picks the network and with it the sections that
-apply: ``orienmask`` (default; ``anchors``, ``model``, ``loss``, ``decode``
-of OrienMask) or ``yolact`` (YOLACT of the maIoU paper: ``model``,
-``targets``, ``loss``, ``decode`` of YOLACT; no ``anchors``, which follow the
-image size and ``targets.assigner``). A key of the other architecture is an
-error that says so. Defaults are the papers' final COCO settings: OrienMask
-``orienmask_yolo_coco_544_anchor4_fpn_plus``, YOLACT
-``yolact_r50_4x8_coco_scale550_ATSSwmaIoU.py``. Values in ``model`` become
-the network's constructor kwargs; networks never read this module.
+An ``Experiment`` has shared sections (``train``, ``data``, ``image_size``)
+and the sections of its model family, chosen by ``model.architecture``
+(``orienmask_tf.registry``): each family folder defines its ``model``,
+``loss``, ``decode`` (and ``targets`` / ``anchors`` where it has them)
+dataclasses, their defaults and their checks. A key that belongs to another
+family is an error that says so. Values in ``model`` become the network's
+constructor kwargs; networks never read this module.
 """
 
 import dataclasses
@@ -23,155 +22,18 @@ import typing
 
 import yaml
 
-from orienmask_tf.decode.yolact_decode import split_levels
-from orienmask_tf.ops.anchors import resolve_anchors
-from orienmask_tf.ops.yolact_ops import dbolya_anchors
-from orienmask_tf.ops.yolact_ops import yolact_config_anchors
-
-ARCHITECTURES = ("orienmask", "yolact")
+from orienmask_tf import registry
 
 
 class ConfigError(ValueError):
     """Invalid configuration; the message names the file and the key."""
 
 
-@dataclasses.dataclass(frozen=True)
-class ModelConfig:
-    """Constructor kwargs of ``orienmask_tf.models.OrienMask``."""
-
-    architecture: str = "orienmask"
-    variant: str = "fpn_plus"
-    num_classes: int = 80
-    num_anchors: int = 3
-    width: int = 32
-    stackwise_num_blocks: typing.Tuple[int, ...] = (1, 2, 8, 8, 4)
-    synchronized_bn: bool = False
-
-
-@dataclasses.dataclass(frozen=True)
-class LossConfig:
-    """Official ``OrienMaskYOLOMultiScaleLoss`` settings (paper Eq. 4-5).
-
-    ``weights`` are, in order: xy, wh, objectness (positive), objectness
-    (negative), class, orientation (positive), orientation (negative);
-    the orientation weight is the paper's lambda = 20.
-    """
-
-    center_region: float = 0.6
-    valid_region: float = 0.6
-    obj_ignore_threshold: float = 0.7
-    label_smooth: bool = False
-    weights: typing.Tuple[float, ...] = (1.0, 1.0, 1.0, 1.0, 1.0, 20.0, 20.0)
-    scales_weight: typing.Tuple[float, ...] = (1.0, 1.0, 1.0)
-
-
-@dataclasses.dataclass(frozen=True)
-class DecodeConfig:
-    """Official ``OrienMaskYOLOPostProcess`` settings (paper Eq. 3).
-
-    ``orien_thresh`` 0.3 on the full box size is the paper's tau = 0.6 on
-    the half size.
-    """
-
-    conf_thresh: float = 0.005
-    nms: str = "greedy"
-    nms_threshold: float = 0.5
-    nms_pre: int = 400
-    nms_post: int = 100
-    orien_thresh: float = 0.3
-
-
-@dataclasses.dataclass(frozen=True)
-class YolactModelConfig:
-    """Constructor kwargs of ``orienmask_tf.models.yolact.Yolact``.
-
-    Defaults: the maIoU paper's ResNet-50 + FPN YOLACT (mmdet layout: P6
-    from C5, no ReLU after the FPN convs). ``num_anchors`` 0 takes the
-    count of the anchors (``targets.assigner`` / ``decode.style``: 1 for
-    ATSS, 3 for fixed IoU and dbolya); any other value must equal it.
-    ``extra_convs_on: output`` with ``relu_fpn_outputs: true`` is the
-    original (dbolya) YOLACT.
-    """
-
-    architecture: str = "yolact"
-    num_classes: int = 80
-    num_anchors: int = 0
-    num_protos: int = 32
-    stem_channels: int = 64
-    base_channels: int = 64
-    stackwise_num_blocks: typing.Tuple[int, ...] = (3, 4, 6, 3)
-    fpn_channels: int = 256
-    feat_channels: int = 256
-    proto_channels: int = 256
-    num_head_convs: int = 1
-    extra_convs_on: str = "input"
-    relu_fpn_outputs: bool = False
-    synchronized_bn: bool = False
-
-
-# Table 2 rows of the maIoU paper: assigner -> (targets.yolact_encoder
-# assigner, overlap). GIoU / DIoU are its other ATSS rows.
-YOLACT_ASSIGNERS = {
-    "fixed_iou": ("max_iou", "iou"),
-    "atss_iou": ("atss", "iou"),
-    "atss_maiou": ("atss", "maiou"),
-    "atss_giou": ("atss", "giou"),
-    "atss_diou": ("atss", "diou"),
-}
-
-
-@dataclasses.dataclass(frozen=True)
-class YolactTargetsConfig:
-    """Anchor assignment of YOLACT (official ``train_cfg``).
-
-    ``assigner``: ``fixed_iou`` (``MaxIoUAssigner``: ``pos_iou_thr`` 0.5,
-    ``neg_iou_thr`` 0.4, ``min_pos_iou`` 0; 3 anchors per location),
-    ``atss_iou`` (``ATSSAssigner``, ``topk`` 9), ``atss_maiou``
-    (``ATSSmaIoUAssigner``, the paper's method), or ``atss_giou`` /
-    ``atss_diou`` (Table 2's other rows); the ATSS ones use 1 anchor per
-    location. The overlap is part of the name. ``official_segm_channels``:
-    the fork's label-1 channel shift of the semantic-segmentation targets.
-    """
-
-    assigner: str = "atss_maiou"
-    topk: int = 9
-    pos_iou_thr: float = 0.5
-    neg_iou_thr: float = 0.4
-    min_pos_iou: float = 0.0
-    official_segm_channels: bool = True
-
-
-@dataclasses.dataclass(frozen=True)
-class YolactLossConfig:
-    """Official YOLACT loss (``YOLACTHead`` with OHEM, ``YOLACTProtonet``,
-    ``YOLACTSegmHead``). ``mask_weight`` is 8 for the ATSS configs and 6.125
-    for fixed IoU (paper Sec. 4); the defaults are the ATSS-maIoU config.
-    """
-
-    cls_weight: float = 1.0
-    box_weight: float = 1.5
-    mask_weight: float = 8.0
-    segm_weight: float = 1.0
-    neg_pos_ratio: int = 3
-    max_masks: int = 100
-    smooth_l1_beta: float = 1.0
-
-
-@dataclasses.dataclass(frozen=True)
-class YolactDecodeConfig:
-    """``YolactDecoder`` kwargs (official ``test_cfg``: ``nms_pre`` 1000,
-    ``score_thr`` 0.05, ``iou_thr`` 0.5, ``top_k`` 200, ``max_per_img`` 100).
-    ``style``: ``mmdet`` (maIoU fork) or ``dbolya`` (original YOLACT
-    checkpoints: its priors as anchors, no clamp / clip / ``nms_pre``).
-    """
-
-    style: str = "mmdet"
-    nms_pre: int = 1000
-    score_thr: float = 0.05
-    iou_thr: float = 0.5
-    top_k: int = 200
-    max_per_img: int = 100
-    mask_threshold: float = 0.5
+def check_choice(value, allowed, key):
+    """Raise ``ConfigError`` unless ``value`` is one of ``allowed``."""
+    if value not in allowed:
+        raise ConfigError(f"{key}: expected one of {list(allowed)}, got "
+                          f"{value!r}")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -194,8 +56,10 @@ class TrainConfig:
     milestones_unit: str = "iterations"
     gamma: float = 0.1
     seed: int = 0
-    # "step" (official warm-up + milestones) or "cosine" (to min_lr_ratio *
-    # learning_rate at the last epoch, after the same warm-up).
+    # "step" (official warm-up + milestones), "cosine" (to min_lr_ratio *
+    # learning_rate at the last epoch, after the same warm-up) or
+    # "cosine_epoch" (mmcv CosineAnnealing by_epoch: one value per epoch,
+    # warm-up multiplied in; maYOLACT).
     schedule: str = "step"
     # "sgd" (paper) or "adamw" (decoupled weight decay; converges faster
     # from scratch on small CPU runs such as the quickstart).
@@ -231,8 +95,9 @@ class DataConfig:
 
     ``*_annotations`` / ``*_images``: COCO instances JSON and image folder;
     ``*_tfrecords``: a file pattern of ``prepare-data`` shards, used instead
-    of the JSON when set. ``recipe``: ``"orienmask"`` or ``"yolact"``
-    augmentation (``augment.RECIPES``). ``on_error``: ``"raise"`` or
+    of the JSON when set. ``recipe``: the augmentation recipe, which is the
+    model family's (``model.architecture``); it fixes the input
+    normalisation the network is trained and served with. ``on_error``: ``"raise"`` or
     ``"skip"`` for bad inputs (``coco.load_coco``).
     """
 
@@ -242,7 +107,8 @@ class DataConfig:
     val_images: str = ""
     train_tfrecords: str = ""
     val_tfrecords: str = ""
-    recipe: str = "orienmask"
+    # "" = the model family's own recipe (``data.recipe`` names it).
+    recipe: str = ""
     # OrienMask recipe only (official Resize: aspect-ratio jitter 0.3, the
     # image shrunk by up to 75 % in 3 of 4 padded layouts). Lower them for
     # data whose classes depend on the aspect ratio (configs/quickstart.yaml:
@@ -261,124 +127,77 @@ class DataConfig:
     class_names: typing.Tuple[str, ...] = ()
 
 
-# The train_cfg / optimizer of the mmdet YOLACT configs ("4x8": 8 images on
-# each of 4 GPUs): SGD lr 4e-3 (1e-3 per 8 images), momentum 0.9, L2 5e-4,
-# gradient norm clipped at 35, linear warm-up over 500 iterations from 0.1,
-# x0.1 at epochs 20, 42, 49 and 52 of 55.
-YOLACT_TRAIN = TrainConfig(
-    batch_size=32, epochs=55, learning_rate=4e-3, momentum=0.9,
-    weight_decay=5e-4, warmup_iters=500, warmup_ratio=0.1,
-    milestones=(20, 42, 49, 52), milestones_unit="epochs", gamma=0.1,
-    clip_norm=35.0)
-
-
 @dataclasses.dataclass(frozen=True)
 class Experiment:
-    """One experiment: what it reproduces, input size, anchors and sections.
+    """One experiment: what it reproduces, input size and its sections.
 
-    OrienMask: ``anchors`` is a preset (``"yolov3"``, ``"yolov4"``) or nine
-    ``[width, height]`` pairs in pixels of the network input; ``targets``
-    is ``None``. YOLACT (``Experiment.defaults("yolact")``): ``anchors`` is
-    ``None`` (derived, see ``yolact_anchors``) and ``model``, ``targets``,
-    ``loss`` and ``decode`` hold the YOLACT sections.
+    ``model``, ``loss``, ``decode``, ``targets`` and ``anchors`` are the
+    model family's (``None`` where the family has no such section); build
+    the defaults of a family with ``Experiment.defaults(name)``.
+    ``Experiment()`` holds the default family's defaults.
     """
 
-    name: str = "orienmask_yolo_fpnplus_coco_544_anchor4"
+    name: str = ""
     reproduces: str = ""
     image_size: typing.Tuple[int, int] = (544, 544)
     anchors: typing.Union[str, typing.Tuple[typing.Tuple[float, float], ...],
-                          None] = "yolov4"
-    model: typing.Union[ModelConfig, YolactModelConfig] = ModelConfig()
-    targets: typing.Optional[YolactTargetsConfig] = None
-    loss: typing.Union[LossConfig, YolactLossConfig] = LossConfig()
-    decode: typing.Union[DecodeConfig, YolactDecodeConfig] = DecodeConfig()
+                          None] = None
+    model: typing.Any = None
+    targets: typing.Any = None
+    loss: typing.Any = None
+    decode: typing.Any = None
     train: TrainConfig = TrainConfig()
     data: DataConfig = DataConfig()
 
+    def __post_init__(self):
+        if self.model is not None:
+            return
+        # Experiment(...) without a model section: fill every field left at
+        # its placeholder with the default family's value.
+        defaults = registry.default_family().defaults()
+        for field in dataclasses.fields(self):
+            if field.name in defaults and \
+                    getattr(self, field.name) == field.default:
+                object.__setattr__(self, field.name, defaults[field.name])
+
     @classmethod
-    def defaults(cls, architecture="orienmask"):
-        """The default experiment of ``architecture`` (before any YAML)."""
-        if architecture == "orienmask":
-            return cls()
-        if architecture != "yolact":
-            raise ValueError(f"architecture must be one of {ARCHITECTURES}, "
-                             f"got {architecture!r}")
-        return cls(name="yolact_r50_550_atss_maiou", image_size=(550, 550),
-                   anchors=None, model=YolactModelConfig(),
-                   targets=YolactTargetsConfig(), loss=YolactLossConfig(),
-                   decode=YolactDecodeConfig(), train=YOLACT_TRAIN,
-                   data=DataConfig(recipe="yolact"))
+    def defaults(cls, architecture=None):
+        """The default experiment of family ``architecture`` (before any
+        YAML; ``None``: the default family)."""
+        family = (registry.default_family() if architecture is None
+                  else registry.get(architecture))
+        return cls(**family.defaults())
 
     @property
     def architecture(self):
+        """``model.architecture``: the name of the model family."""
         return self.model.architecture
 
     @property
-    def is_yolact(self):
-        return self.model.architecture == "yolact"
+    def family(self):
+        """The ``registry.Family`` of this experiment."""
+        return registry.get(self.model.architecture)
 
     def model_kwargs(self):
-        """Constructor kwargs of the network (``OrienMask`` or ``Yolact``);
-        input shape left dynamic."""
-        kwargs = dataclasses.asdict(self.model)
-        del kwargs["architecture"]
-        kwargs["stackwise_num_blocks"] = tuple(kwargs["stackwise_num_blocks"])
-        if self.is_yolact:
-            kwargs["num_anchors"] = self.anchors_per_location()
-        return kwargs
-
-    def anchors_per_location(self):
-        """YOLACT: 3 for fixed IoU and dbolya priors, 1 for ATSS."""
-        if self.decode.style == "dbolya" \
-                or self.targets.assigner == "fixed_iou":
-            return 3
-        return 1
-
-    def yolact_anchors(self):
-        """YOLACT anchors ``(N, 4)`` x1, y1, x2, y2 in input pixels (levels
-        P3..P7, rows ``(y, x, a)``) and the per-level counts: the official
-        config's anchors for ``targets.assigner`` at ``image_size``
-        (``ops.yolact_ops.yolact_config_anchors``), or the dbolya priors
-        when ``decode.style`` is ``dbolya``."""
-        if self.decode.style == "dbolya":
-            return dbolya_anchors(self.image_size)
-        kind = YOLACT_ASSIGNERS[self.targets.assigner][0]
-        return yolact_config_anchors(self.image_size, assigner=kind)
+        """Constructor kwargs of the network; input shape left dynamic."""
+        return self.family.model_kwargs(self)
 
     def anchor_array(self):
-        """OrienMask: ``(9, 2)`` anchor sizes; YOLACT: ``(N, 4)`` anchors."""
-        if self.is_yolact:
-            return self.yolact_anchors()[0]
-        return resolve_anchors(self.anchors)
+        """The anchors as an array (the family says in which layout)."""
+        return self.family.anchor_array(self)
 
     def inference_anchors(self):
-        """The ``anchors`` argument of ``export.serving.InferenceModel``:
-        OrienMask ``(9, 2)``; YOLACT a list of per-level ``(n_l, 4)``."""
-        if not self.is_yolact:
-            return self.anchor_array()
-        return split_levels(*self.yolact_anchors())
+        """The ``anchors`` argument of ``export.serving.InferenceModel``."""
+        return self.family.inference_args(self)[0]
 
     def decode_kwargs(self):
-        """The ``decode_kwargs`` of ``InferenceModel`` (``decode_orienmask``
-        or ``YolactDecoder`` keyword arguments)."""
-        return dataclasses.asdict(self.decode)
+        """The ``decode_kwargs`` of ``export.serving.InferenceModel``."""
+        return self.family.inference_args(self)[1]
 
 
-# Each architecture's version of a shared section, to say which
-# architecture an unknown key belongs to.
-_SECTIONS = {
-    "model": {"orienmask": ModelConfig, "yolact": YolactModelConfig},
-    "loss": {"orienmask": LossConfig, "yolact": YolactLossConfig},
-    "decode": {"orienmask": DecodeConfig, "yolact": YolactDecodeConfig},
-}
-# Top-level keys of one architecture only (None in the other's defaults).
-_ONLY_FOR = {
-    "anchors": ("orienmask", "YOLACT anchors follow image_size, "
-                             "targets.assigner and decode.style"),
-    "targets": ("yolact", "OrienMask's target settings are "
-                          "loss.center_region and loss.valid_region"),
-}
-_DISPLAY = {"orienmask": "an OrienMask", "yolact": "a YOLACT"}
+def _article(family):
+    name = family.display_name
+    return f"{'an' if name[:1].upper() in 'AEIOU' else 'a'} {name}"
 
 
 def _type_name(tp):
@@ -431,10 +250,11 @@ def _coerce(value, tp, where):
     raise TypeError(f"unsupported config annotation {tp!r}")
 
 
-def _apply(instance, updates, where, architecture):
+def _apply(instance, updates, where, family):
     """Return ``instance`` with ``updates`` (a nested dict) applied, strictly.
 
-    ``architecture`` only words the errors for keys of the other network.
+    ``family`` (a ``registry.Family``) only words the errors for keys of
+    another family.
     """
     if not isinstance(updates, dict):
         raise ConfigError(f"{where or 'config'}: expected a mapping, got "
@@ -445,30 +265,41 @@ def _apply(instance, updates, where, architecture):
     for key, value in updates.items():
         name = f"{where}.{key}" if where else str(key)
         if key not in fields:
-            raise ConfigError(_unknown_key(name, where, key, fields,
-                                           architecture))
+            raise ConfigError(_unknown_key(name, where, key, fields, family))
         current = getattr(instance, key)
-        if current is None and not where and key in _ONLY_FOR:
-            owner, hint = _ONLY_FOR[key]
-            raise ConfigError(
-                f"{name!r} is {_DISPLAY[owner]} setting, but "
-                f"model.architecture is {architecture!r} ({hint})")
+        if current is None and not where:
+            raise ConfigError(_other_family_key(name, key, family))
         if dataclasses.is_dataclass(current):
-            changes[key] = _apply(current, value, name, architecture)
+            changes[key] = _apply(current, value, name, family)
         else:
             changes[key] = _coerce(value, hints[key], name)
     return dataclasses.replace(instance, **changes)
 
 
-def _unknown_key(name, where, key, fields, architecture):
+def _others(family):
+    return [registry.get(n) for n in registry.names() if n != family.name]
+
+
+def _other_family_key(name, key, family):
+    """The error for a top-level section ``family`` does not have."""
+    for other in _others(family):
+        if other.defaults().get(key) is not None:
+            return (f"{name!r} is {_article(other)} setting, but "
+                    f"model.architecture is {family.name!r} "
+                    f"({family.own_keys.get(key, 'not used')})")
+    return f"{name!r} is not used by {_article(family)} model"
+
+
+def _unknown_key(name, where, key, fields, family):
     known = (f"known keys{' of ' + repr(where) if where else ''}: "
              f"{', '.join(sorted(fields))}")
-    for arch, cls in _SECTIONS.get(where, {}).items():
-        if arch != architecture and key in {
-                f.name for f in dataclasses.fields(cls)}:
-            return (f"{name!r} is {_DISPLAY[arch]} setting, but "
-                    f"model.architecture is {architecture!r} (set "
-                    f"model.architecture: {arch} to use it); {known}")
+    for other in _others(family):
+        section = other.defaults().get(where)
+        if dataclasses.is_dataclass(section) and key in {
+                f.name for f in dataclasses.fields(section)}:
+            return (f"{name!r} is {_article(other)} setting, but "
+                    f"model.architecture is {family.name!r} (set "
+                    f"model.architecture: {other.name} to use it); {known}")
     return f"unknown key {name!r}; {known}"
 
 
@@ -478,9 +309,9 @@ def _architecture(data, where):
     if not isinstance(model, dict) or "architecture" not in model:
         return None
     value = model["architecture"]
-    if value not in ARCHITECTURES:
+    if value not in registry.names():
         raise ConfigError(f"{where}: model.architecture: expected one of "
-                          f"{list(ARCHITECTURES)}, got {value!r}")
+                          f"{list(registry.names())}, got {value!r}")
     return value
 
 
@@ -498,121 +329,15 @@ def _parse_override(text):
     return nested
 
 
-def _choice(value, allowed, key):
-    if value not in allowed:
-        raise ConfigError(f"{key}: expected one of {list(allowed)}, got "
-                          f"{value!r}")
-
-
-def _validate_orienmask(config):
-    height, width = config.image_size
-    if height <= 0 or width <= 0 or height % 32 or width % 32:
-        raise ConfigError(
-            f"image_size: height and width must be positive multiples of 32, "
-            f"got {list(config.image_size)}")
-    try:
-        anchors = config.anchor_array()
-    except ValueError as error:
-        raise ConfigError(f"anchors: {error}") from None
-    if len(anchors) != 3 * config.model.num_anchors:
-        raise ConfigError(
-            f"anchors: expected {3 * config.model.num_anchors} pairs (3 scales "
-            f"x model.num_anchors={config.model.num_anchors}), got {len(anchors)}")
-    if config.model.variant not in ("base", "fpn_plus"):
-        raise ConfigError(
-            f"model.variant: expected 'base' or 'fpn_plus', got "
-            f"{config.model.variant!r}")
-    if len(config.model.stackwise_num_blocks) != 5:
-        raise ConfigError(
-            "model.stackwise_num_blocks: expected 5 counts (Darknet stages "
-            f"conv2..conv6), got {list(config.model.stackwise_num_blocks)}")
-    for key in ("num_classes", "num_anchors", "width"):
-        if getattr(config.model, key) < 1:
-            raise ConfigError(f"model.{key}: must be >= 1")
-    if config.decode.nms not in ("greedy", "fast"):
-        raise ConfigError(
-            f"decode.nms: expected 'greedy' or 'fast', got {config.decode.nms!r}")
-    if len(config.loss.weights) != 7 or len(config.loss.scales_weight) != 3:
-        raise ConfigError(
-            "loss.weights needs 7 values and loss.scales_weight 3 values")
-
-
-def _validate_yolact(config):
-    height, width = config.image_size
-    if height < 32 or width < 32:
-        raise ConfigError(f"image_size: height and width must be at least 32, "
-                          f"got {list(config.image_size)}")
-    model, targets = config.model, config.targets
-    loss, decode = config.loss, config.decode
-    _choice(targets.assigner, YOLACT_ASSIGNERS, "targets.assigner")
-    _choice(decode.style, ("mmdet", "dbolya"), "decode.style")
-    _choice(model.extra_convs_on, ("input", "output"), "model.extra_convs_on")
-    for key in ("num_classes", "num_protos", "stem_channels", "base_channels",
-                "fpn_channels", "feat_channels", "proto_channels"):
-        if getattr(model, key) < 1:
-            raise ConfigError(f"model.{key}: must be >= 1")
-    if model.num_head_convs < 0:
-        raise ConfigError("model.num_head_convs: must be >= 0")
-    blocks = model.stackwise_num_blocks
-    if len(blocks) != 4 or min(blocks) < 1:
-        raise ConfigError(
-            "model.stackwise_num_blocks: expected 4 counts >= 1 (ResNet "
-            f"stages layer1..layer4; ResNet-50: [3, 4, 6, 3]), got "
-            f"{list(blocks)}")
-    try:
-        config.yolact_anchors()
-    except ValueError as error:
-        raise ConfigError(f"decode.style: {error}") from None
-    per_location = config.anchors_per_location()
-    if model.num_anchors not in (0, per_location):
-        raise ConfigError(
-            f"model.num_anchors: targets.assigner {targets.assigner!r} with "
-            f"decode.style {decode.style!r} places {per_location} anchor(s) "
-            f"per location, got {model.num_anchors} (0 = follow the anchors)")
-    if targets.topk < 1:
-        raise ConfigError("targets.topk: must be >= 1")
-    if not (0.0 <= targets.neg_iou_thr <= targets.pos_iou_thr <= 1.0
-            and 0.0 <= targets.min_pos_iou <= 1.0):
-        raise ConfigError(
-            "targets: need 0 <= neg_iou_thr <= pos_iou_thr <= 1 and "
-            f"0 <= min_pos_iou <= 1, got {targets.neg_iou_thr}, "
-            f"{targets.pos_iou_thr}, {targets.min_pos_iou}")
-    for key in ("cls_weight", "box_weight", "mask_weight", "segm_weight"):
-        if getattr(loss, key) < 0:
-            raise ConfigError(f"loss.{key}: must be >= 0")
-    if loss.neg_pos_ratio < 1 or loss.max_masks < 1 \
-            or loss.smooth_l1_beta <= 0:
-        raise ConfigError("loss.neg_pos_ratio and loss.max_masks must be >= "
-                          "1 and loss.smooth_l1_beta > 0")
-    if decode.nms_pre < 0 or decode.top_k < 1 or decode.max_per_img < 1:
-        raise ConfigError("decode.nms_pre must be >= 0 (0 = keep all), "
-                          "decode.top_k and decode.max_per_img >= 1")
-    if not (0.0 <= decode.score_thr < 1.0 and 0.0 < decode.iou_thr <= 1.0
-            and 0.0 < decode.mask_threshold < 1.0):
-        raise ConfigError("decode: need 0 <= score_thr < 1, 0 < iou_thr <= 1 "
-                          "and 0 < mask_threshold < 1")
-
-
 def _validate(config):
-    expected = {ModelConfig: "orienmask", YolactModelConfig: "yolact"}
-    if config.model.architecture != expected[type(config.model)]:
-        raise ConfigError(
-            f"model.architecture: expected one of {list(ARCHITECTURES)}, "
-            f"got {config.model.architecture!r}")
-    if config.is_yolact:
-        _validate_yolact(config)
-    else:
-        _validate_orienmask(config)
-    if config.data.recipe not in ("orienmask", "yolact"):
-        raise ConfigError(
-            f"data.recipe: expected 'orienmask' or 'yolact', got "
-            f"{config.data.recipe!r}")
-    if config.data.recipe != config.architecture:
-        # The recipe fixes the input normalisation (OrienMask / 255, YOLACT
-        # mean / std), which inference (export.serving) applies per network.
+    family = config.family
+    family.validate(config)
+    if config.data.recipe != family.name:
+        # The recipe fixes the input normalisation, which inference
+        # (export.serving) applies per family.
         raise ConfigError(
             f"data.recipe: {config.data.recipe!r} does not match "
-            f"model.architecture {config.architecture!r} (the recipe sets "
+            f"model.architecture {family.name!r} (the recipe sets "
             "the input normalisation the network is trained and served with)")
     if not (0.0 <= config.data.aspect_jitter < 1.0
             and 0.0 <= config.data.pad_ratio < 1.0):
@@ -620,18 +345,12 @@ def _validate(config):
             "data.aspect_jitter and data.pad_ratio: expected values in "
             f"[0, 1), got {config.data.aspect_jitter} and "
             f"{config.data.pad_ratio}")
-    if config.data.recipe == "yolact" and (
-            config.data.aspect_jitter != DataConfig.aspect_jitter
-            or config.data.pad_ratio != DataConfig.pad_ratio):
-        raise ConfigError(
-            "data.aspect_jitter / data.pad_ratio belong to the orienmask "
-            "recipe; the yolact recipe has no such step")
     if config.data.on_error not in ("raise", "skip"):
         raise ConfigError(
             f"data.on_error: expected 'raise' or 'skip', got "
             f"{config.data.on_error!r}")
     train = config.train
-    choices = (("schedule", ("step", "cosine")),
+    choices = (("schedule", ("step", "cosine", "cosine_epoch")),
                ("optimizer", ("sgd", "adamw")),
                ("weight_decay_mode", ("l2", "decoupled")),
                ("milestones_unit", ("iterations", "epochs")),
@@ -660,20 +379,26 @@ def _validate(config):
     return config
 
 
-def load_config(path=None, overrides=()):
-    """Load the defaults, then the YAML file, then ``overrides``.
 
-    The defaults are those of ``model.architecture`` (``orienmask`` unless
-    the file or an override names ``yolact``; ``Experiment.defaults``).
+
+def load_config(path=None, overrides=(), base=None, base_name="model"):
+    """Load the defaults, then ``base``, the YAML file and ``overrides``.
+
+    The defaults are those of the family named by ``model.architecture`` in
+    the file or an override (the default family otherwise;
+    ``Experiment.defaults``).
 
     Args:
         path: YAML file of overrides (``None``: defaults only).
         overrides: iterable of ``"section.key=value"`` strings.
+        base: a nested dict applied first (the experiment a saved model
+            carries, ``saving.read_experiment``), named ``base_name`` in
+            errors.
 
     Raises:
         ConfigError: naming the file (or ``--set``) and the offending key.
     """
-    sources = []
+    sources = [] if base is None else [(base_name, base)]
     if path is not None:
         path = os.fspath(path)
         try:
@@ -689,19 +414,20 @@ def load_config(path=None, overrides=()):
             sources.append((f"--set {text}", _parse_override(text)))
         except ConfigError as error:
             raise ConfigError(f"--set {text}: {error}") from None
-    architecture = "orienmask"
+    architecture = registry.default_family().name
     for where, data in sources:
         architecture = _architecture(data, where) or architecture
     config = Experiment.defaults(architecture)
     for where, data in sources:
         try:
-            config = _apply(config, data, "", architecture)
+            config = _apply(config, data, "", config.family)
         except ConfigError as error:
             raise ConfigError(f"{where}: {error}") from None
     try:
         return _validate(config)
     except ConfigError as error:
-        raise ConfigError(f"{path or 'defaults'}: {error}") from None
+        where = path or (base_name if base is not None else "defaults")
+        raise ConfigError(f"{where}: {error}") from None
 
 
 def config_to_dict(config):
@@ -712,6 +438,6 @@ def config_to_dict(config):
         if isinstance(value, dict):
             return {k: plain(v) for k, v in value.items()}
         return value
-    # Sections of the other architecture (None) are left out.
+    # Sections the family does not have (None) are left out.
     return {k: plain(v) for k, v in dataclasses.asdict(config).items()
             if v is not None}

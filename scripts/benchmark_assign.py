@@ -21,10 +21,10 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
-from orienmask_tf.ops.anchors_mmdet import atss_anchors  # noqa: E402
-from orienmask_tf.targets.assigners import ATSSAssigner  # noqa: E402
-from orienmask_tf.targets.assigners import MaxIoUAssigner  # noqa: E402
-from orienmask_tf.targets.maiou import mask_aware_iou  # noqa: E402
+from orienmask_tf.families.yolact.anchors import atss_anchors # noqa: E402
+from orienmask_tf.assign.assigners import ATSSAssigner # noqa: E402
+from orienmask_tf.assign.assigners import MaxIoUAssigner # noqa: E402
+from orienmask_tf.assign.maiou import mask_aware_iou # noqa: E402
 
 from benchmark_utils import REPO  # noqa: E402
 from benchmark_utils import describe_machine  # noqa: E402

@@ -31,6 +31,7 @@ import tensorflow as tf  # noqa: E402
 from benchmark_utils import describe_machine  # noqa: E402
 from benchmark_utils import timestamp  # noqa: E402
 from benchmark_utils import write_section  # noqa: E402
+from orienmask_tf.config import DataConfig
 from orienmask_tf.config import load_config  # noqa: E402
 from orienmask_tf.data import pipeline  # noqa: E402
 from orienmask_tf.data import shapes  # noqa: E402
@@ -89,14 +90,14 @@ def main(argv=None):
     per_image = sum(1 for a in info["annotations"] if not a["iscrowd"]) \
         / max(num_images, 1)
     config = load_config(CONFIG)
-    data = pipeline.DataConfig(train_annotations=str(ann),
+    data = DataConfig(train_annotations=str(ann),
                                train_images=str(root / "train"),
                                max_instances=args.max_instances,
                                num_parallel_calls=1, seed=0)
     rows = [("decode + augmentation (no targets)",
              run(config, data, None, args.images, 1)),
             ("decode + augmentation + OrienMask targets",
-             run(config, data, pipeline.make_encoder(config), args.images, 1))]
+             run(config, data, config.family.make_encoder(config), args.images, 1))]
     lines = [
         "## Input pipeline (OrienMask-544 training input, one CPU core)",
         "",

@@ -22,11 +22,11 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
-from orienmask_tf.decode import decode_orienmask  # noqa: E402
-from orienmask_tf.ops.anchors import ANCHOR_MASK  # noqa: E402
-from orienmask_tf.ops.anchors import ORIENTATION_STRIDE  # noqa: E402
-from orienmask_tf.ops.anchors import STRIDES  # noqa: E402
-from orienmask_tf.ops.anchors import resolve_anchors  # noqa: E402
+from orienmask_tf.families.orienmask.decode import decode_orienmask # noqa: E402
+from orienmask_tf.families.orienmask.anchors import ANCHOR_MASK # noqa: E402
+from orienmask_tf.families.orienmask.anchors import ORIENTATION_STRIDE # noqa: E402
+from orienmask_tf.families.orienmask.anchors import STRIDES # noqa: E402
+from orienmask_tf.families.orienmask.anchors import resolve_anchors # noqa: E402
 
 from benchmark_utils import REPO  # noqa: E402
 from benchmark_utils import describe_machine  # noqa: E402

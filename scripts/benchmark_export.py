@@ -9,8 +9,9 @@ in tests/fixtures/reference/orienmask/timing_cpu.json.
     .venv/bin/python scripts/benchmark_export.py [--runs 5] [--no-write]
 
 ``--arch yolact`` runs the same formats on the full-size YOLACT (ResNet-50,
-550x550, ATSS anchors, mmdet test_cfg; ``export.benchmark.yolact_setup``)
-and writes its own BENCHMARKS.md section (no official timing to compare).
+550x550, ATSS anchors, mmdet test_cfg: ``configs/yolact_r50_550_atss_maiou.yaml``
+unless ``--config`` names another) and writes its own BENCHMARKS.md section
+(no official timing to compare).
 """
 
 import argparse
@@ -28,8 +29,6 @@ from orienmask_tf.export.benchmark import BATCHED  # noqa: E402
 from orienmask_tf.export.benchmark import FORMATS  # noqa: E402
 from orienmask_tf.export.benchmark import benchmark_formats  # noqa: E402
 from orienmask_tf.export.benchmark import format_table  # noqa: E402
-from orienmask_tf.export.benchmark import yolact_setup  # noqa: E402
-from orienmask_tf.models import OrienMask  # noqa: E402
 
 from benchmark_utils import REPO  # noqa: E402
 from benchmark_utils import describe_machine  # noqa: E402
@@ -39,8 +38,8 @@ from benchmark_utils import write_section  # noqa: E402
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--config", default=str(
-        REPO / "configs/orienmask_yolo_fpnplus_coco_544_anchor4.yaml"))
+    parser.add_argument("--config", help="default: the FPN-plus 544 config "
+                        "(--arch orienmask) or YOLACT-550 ATSS-maIoU")
     parser.add_argument("--formats", nargs="+", default=list(FORMATS))
     parser.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 8])
     parser.add_argument("--warmup", type=int, default=2)
@@ -52,16 +51,16 @@ def main():
     parser.add_argument("--no-write", action="store_true")
     parser.add_argument("--rows-out", help=argparse.SUPPRESS)  # worker mode
     args = parser.parse_args()
+    args.config = args.config or str(REPO / "configs" / (
+        "yolact_r50_550_atss_maiou.yaml" if args.arch == "yolact"
+        else "orienmask_yolo_fpnplus_coco_544_anchor4.yaml"))
 
     if args.rows_out:  # one group of formats, in its own process
-        if args.arch == "yolact":
-            setup = yolact_setup(args.image_size)
-        else:
-            import dataclasses
-
-            config = load_config(args.config)
-            setup = (OrienMask(**config.model_kwargs()), config.image_size,
-                     config.anchor_array(), dataclasses.asdict(config.decode))
+        overrides = ([f"image_size=[{args.image_size},{args.image_size}]"]
+                     if args.arch == "yolact" else [])
+        config = load_config(args.config, overrides)
+        setup = (config.family.build_network(config), config.image_size,
+                 *config.family.inference_args(config))
         rows = benchmark_formats(
             *setup, formats=args.formats, batch_sizes=args.batch_sizes,
             warmup=args.warmup, runs=args.runs)

@@ -18,7 +18,7 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 from orienmask_tf.config import load_config  # noqa: E402
-from orienmask_tf.models import OrienMask  # noqa: E402
+from orienmask_tf.families.orienmask.network import OrienMask # noqa: E402
 
 from benchmark_utils import REPO  # noqa: E402
 from benchmark_utils import describe_machine  # noqa: E402

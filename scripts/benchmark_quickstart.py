@@ -1,7 +1,7 @@
 """Run scripts/quickstart.sh from scratch (runs/<name> removed; the venv
 and data kept unless --fresh) and record its wall time and mask AP in
 BENCHMARKS.md (section ``benchmark_quickstart``, or
-``benchmark_quickstart_yolact`` with ``--model yolact``)."""
+``benchmark_quickstart_<model>`` with ``--model yolact|mayolact``)."""
 
 import argparse
 import json
@@ -33,7 +33,7 @@ def _machine():
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--model", choices=("orienmask", "yolact"),
+    parser.add_argument("--model", choices=("orienmask", "yolact", "mayolact"),
                         default="orienmask")
     parser.add_argument("--fresh", action="store_true",
                         help="also delete data/shapes_simple (the venv is "
@@ -41,8 +41,10 @@ def main():
     parser.add_argument("--note", default="",
                         help="e.g. 'machine shared with another job'")
     args = parser.parse_args()
-    yolact = args.model == "yolact"
-    name = "quickstart_yolact" if yolact else "quickstart"
+    plain = args.model == "orienmask"
+    name = "quickstart" if plain else f"quickstart_{args.model}"
+    title = {"orienmask": "", "yolact": " YOLACT",
+             "mayolact": " maYOLACT"}[args.model]
     shutil.rmtree(REPO / "runs" / name, ignore_errors=True)
     if args.fresh:
         shutil.rmtree(REPO / "data" / "shapes_simple", ignore_errors=True)
@@ -56,10 +58,10 @@ def main():
     stats = json.loads((REPO / "runs" / name / "eval.json").read_text())
     history = (REPO / "runs" / name / "history.csv").read_text().splitlines()
     seg, box = stats["segm"], stats["bbox"]
-    command = "bash scripts/quickstart.sh" + (" --model yolact" if yolact
-                                              else "")
+    command = "bash scripts/quickstart.sh" + (
+        "" if plain else f" --model {args.model}")
     text = "\n".join([
-        f"## Quickstart{' YOLACT' if yolact else ''} (`{command}`)",
+        f"## Quickstart{title} (`{command}`)",
         "",
         f"{timestamp()}; {_machine()}"
         + (f"; {args.note}" if args.note else ""),
@@ -83,14 +85,14 @@ def main():
         f"{100 * seg['AP50']:.1f} | {100 * seg['AP75']:.1f} | "
         f"{100 * box['AP']:.1f} | {100 * box['AP50']:.1f} |",
         "",
-        ("YOLACT issue: the quickstart can train YOLACT instead (no AP "
-         "target)." if yolact else
+        (f"The quickstart can train{title} instead (no AP target)."
+         if not plain else
          "Target of the training issue: mask AP >= 50 within 15 minutes"
          + (" -- met." if seg["AP"] >= 0.5 and wall <= 900 else
             f" -- NOT met ({100 * seg['AP']:.1f} in {wall / 60:.1f} min).")),
     ])
-    write_section("benchmark_quickstart_yolact" if yolact
-                  else "benchmark_quickstart", text)
+    write_section("benchmark_quickstart" if plain
+                  else f"benchmark_quickstart_{args.model}", text)
     print(text)
     return 0
 

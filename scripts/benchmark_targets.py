@@ -23,8 +23,8 @@ import tensorflow as tf  # noqa: E402
 tf.config.threading.set_intra_op_parallelism_threads(1)
 tf.config.threading.set_inter_op_parallelism_threads(1)
 
-from orienmask_tf.ops.anchors import ANCHORS_YOLOV4  # noqa: E402
-from orienmask_tf.targets import OrienMaskTargetEncoder  # noqa: E402
+from orienmask_tf.families.orienmask.anchors import ANCHORS_YOLOV4 # noqa: E402
+from orienmask_tf.families.orienmask.encoder import OrienMaskTargetEncoder # noqa: E402
 
 from benchmark_utils import describe_machine  # noqa: E402
 from benchmark_utils import timestamp  # noqa: E402

@@ -7,6 +7,8 @@
 #   bash scripts/quickstart.sh                  OrienMask (runs/quickstart)
 #   bash scripts/quickstart.sh --model yolact   YOLACT with ATSS-maIoU
 #                                               (runs/quickstart_yolact)
+#   bash scripts/quickstart.sh --model mayolact maYOLACT: + CARAFE FPN, DCNv2,
+#                                               2 anchors, cosine (runs/quickstart_mayolact)
 # Re-running resumes an interrupted training (runs/<name>/backup) or, if it
 # finished, only evaluates / exports / draws again; delete runs/<name> to
 # train from scratch. Further arguments go to `orienmask-tf train`
@@ -19,7 +21,9 @@ if [ "${1:-}" = "--model" ]; then
   case "${2:-}" in
     orienmask) ;;
     yolact) name=quickstart_yolact ;;
-    *) echo "--model: expected orienmask or yolact, got '${2:-}'" >&2; exit 2 ;;
+    mayolact) name=quickstart_mayolact ;;
+    *) echo "--model: expected orienmask, yolact or mayolact, got '${2:-}'" >&2
+       exit 2 ;;
   esac
   shift 2
 fi
@@ -35,7 +39,7 @@ fi
 "$om" evaluate --model "$run/model.keras" --output "$run/eval.json" \
   --results-output "$run/val_results.json"
 rm -rf "$run/saved_model"
-"$om" export --model "$run/model.keras" --config "$run/config.yaml" \
+"$om" export --model "$run/model.keras" \
   --output "$run/saved_model" --model-name "$name" --version 1 \
   --score-threshold 0.3
 "$om" predict --model "$run/model.keras" --images "$data/val/00000[0-7].jpg" \

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from orienmask_tf import cli
-from orienmask_tf.convert import state_dict_from_model
+from orienmask_tf.families.orienmask.checkpoint import state_dict_from_model
 from tests import testing
 
 TINY = str(testing.CONFIGS_DIR / "tiny.yaml")

@@ -7,8 +7,8 @@ from orienmask_tf.config import ConfigError
 from orienmask_tf.config import Experiment
 from orienmask_tf.config import config_to_dict
 from orienmask_tf.config import load_config
-from orienmask_tf.ops.anchors import ANCHORS_YOLOV3
-from orienmask_tf.ops.anchors import resolve_anchors
+from orienmask_tf.families.orienmask.anchors import ANCHORS_YOLOV3
+from orienmask_tf.families.orienmask.anchors import resolve_anchors
 from tests import testing
 
 

@@ -73,8 +73,8 @@ def random_images(batch, height, width, seed=0):
 
 def tiny_state_dict(seed=0, **overrides):
     """Random official-layout state_dict for a tiny ``OrienMask``."""
-    from orienmask_tf.convert import state_dict_from_model
-    from orienmask_tf.models import OrienMask
+    from orienmask_tf.families.orienmask.checkpoint import state_dict_from_model
+    from orienmask_tf.families.orienmask.network import OrienMask
 
     model = OrienMask(**{**TINY_KWARGS, **overrides})
     listing = {"state_dict": [
@@ -91,8 +91,8 @@ def random_tiny_model(seed=0, **overrides):
     detection order becomes a matter of tie-breaking; these weights keep
     activations O(1) like a trained model's.
     """
-    from orienmask_tf.convert import convert_state_dict
-    from orienmask_tf.models import OrienMask
+    from orienmask_tf.families.orienmask.checkpoint import convert_state_dict
+    from orienmask_tf.families.orienmask.network import OrienMask
 
     model = OrienMask(**{**TINY_KWARGS, **overrides})
     convert_state_dict(model, tiny_state_dict(seed, **overrides))
@@ -133,3 +133,41 @@ def assert_drawn_predictions(images, out, detections_json, keys):
     results = json.loads(pathlib.Path(detections_json).read_text())
     assert results and set(keys) <= set(results[0])
     return results
+
+
+def assert_model_file_travels_alone(model, folder, shapes, monkeypatch,
+                                    capsys):
+    """Copy only ``model`` (a trained ``.keras``) into the empty ``folder``,
+    work there, and run ``predict``, ``evaluate`` and ``export`` with
+    ``--model`` alone (plus the data to run on): no config file exists
+    anywhere near it."""
+    import shutil
+
+    from orienmask_tf import cli
+
+    shutil.copy(model, pathlib.Path(folder) / "model.keras")
+    monkeypatch.chdir(folder)
+    assert sorted(p.name for p in pathlib.Path(folder).iterdir()) == [
+        "model.keras"]
+    images = pathlib.Path(shapes) / "val"
+    annotations = pathlib.Path(shapes) / "annotations" / "instances_val.json"
+    assert cli.main(["predict", "--model", "model.keras", "--images",
+                     str(images), "--output", "drawn",
+                     "--score-threshold", "0"]) == 0
+    assert len(list(pathlib.Path("drawn").iterdir())) == len(
+        list(images.iterdir()))
+    assert cli.main(["evaluate", "--model", "model.keras", "--annotations",
+                     str(annotations), "--images", str(images), "--output",
+                     "metrics.json"]) == 0
+    metrics = json.loads(pathlib.Path("metrics.json").read_text())
+    assert set(metrics) == {"bbox", "segm"}
+    assert cli.main(["export", "--model", "model.keras", "--format",
+                     "tflite", "--output", "model.tflite"]) == 0
+    assert pathlib.Path("model.tflite").stat().st_size > 0
+    out = capsys.readouterr()
+    assert "error" not in out.err
+    # A setting that contradicts the network is refused, naming it.
+    assert cli.main(["predict", "--model", "model.keras", "--images",
+                     str(images), "--output", "drawn2", "--set",
+                     "model.num_classes=7"]) == 2
+    assert "model.num_classes=7" in capsys.readouterr().err

@@ -1,6 +1,7 @@
-from orienmask_tf.convert.orienmask_keys import check_official_config
-from orienmask_tf.convert.orienmask_keys import convert_state_dict
-from orienmask_tf.convert.orienmask_keys import state_dict_from_model
-from orienmask_tf.convert.orienmask_keys import torch_weight_map
+"""Reading official PyTorch checkpoints safely, and the shared name -> weight
+map; each family's key layout lives in its own ``checkpoint`` module."""
+
 from orienmask_tf.convert.torch_checkpoint import CheckpointError
 from orienmask_tf.convert.torch_checkpoint import load_state_dict
+
+__all__ = ["CheckpointError", "load_state_dict"]

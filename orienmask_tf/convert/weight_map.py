@@ -11,6 +11,10 @@ named ``<module>`` (inside nested models, e.g. ``backbone``):
 | BatchNorm2d ``weight`` / ``bias`` | ``gamma`` / ``beta`` | same |
 | BatchNorm2d ``running_mean`` / ``running_var`` | ``moving_mean`` / ``moving_variance`` | same |
 | BatchNorm2d ``num_batches_tracked`` | (none) | dropped: only used by momentum=None |
+
+Composite layers map like torch modules with submodules: ``DeformConv2D``
+(``<m>.weight`` -> ``kernel``, ``<m>.conv_offset.weight/bias``) and
+``CARAFE`` (``<m>.channel_compressor.*``, ``<m>.content_encoder.*``).
 """
 
 import keras
@@ -50,14 +54,39 @@ def _walk(model, prefix):
     for layer in model.layers:
         if isinstance(layer, keras.Model):
             yield from _walk(layer, f"{prefix}{layer.name}.")
-        elif isinstance(layer, keras.layers.Conv2D):
-            yield f"{prefix}{layer.name}", layer, _CONV_PARAMS
-        elif isinstance(layer, keras.layers.BatchNormalization):
-            yield f"{prefix}{layer.name}", layer, _BN_PARAMS
-        elif layer.weights:
-            raise TypeError(
-                f"no official counterpart known for weights of layer "
-                f"{prefix}{layer.name} ({type(layer).__name__})")
+        else:
+            yield from _walk_layer(layer, f"{prefix}{layer.name}")
+
+
+def _walk_layer(layer, module):
+    """A Conv2D / BatchNormalization, or a composite layer built like a
+    torch module: its own ``kernel`` / ``bias`` (``<module>.weight`` /
+    ``.bias``, e.g. ``DeformConv2D``) plus Conv2D / BatchNormalization /
+    composite sublayers named after their torch attribute
+    (``<module>.<sublayer>.*``: ``DeformConv2D.conv_offset``,
+    ``CARAFE.channel_compressor``). Every weight must be covered."""
+    if isinstance(layer, keras.layers.Conv2D):
+        yield module, layer, _CONV_PARAMS
+        return
+    if isinstance(layer, keras.layers.BatchNormalization):
+        yield module, layer, _BN_PARAMS
+        return
+    if not layer.weights:
+        return
+    own = {name: param for name, param in _CONV_PARAMS.items()
+           if isinstance(getattr(layer, param, None), keras.Variable)}
+    sublayers = [sub for sub in getattr(layer, "_layers", ()) if sub.weights]
+    covered = {id(getattr(layer, param)) for param in own.values()}
+    covered.update(id(w) for sub in sublayers for w in sub.weights)
+    if not own and not sublayers or any(
+            id(w) not in covered for w in layer.weights):
+        raise TypeError(
+            f"no official counterpart known for weights of layer "
+            f"{module} ({type(layer).__name__})")
+    if own:
+        yield module, layer, own
+    for sub in sublayers:
+        yield from _walk_layer(sub, f"{module}.{sub.name}")
 
 
 def torch_weight_map(model, part="full"):

@@ -9,8 +9,7 @@ from orienmask_tf.data.coco import CocoError
 from orienmask_tf.data.coco import load_coco
 from orienmask_tf.data.shapes import make_shapes
 
-_LAZY = {"build_dataset": "pipeline",
-         "make_encoder": "pipeline", "write_tfrecords": "tfrecord"}
+_LAZY = {"build_dataset": "pipeline", "write_tfrecords": "tfrecord"}
 
 
 def __getattr__(name):
@@ -24,4 +23,4 @@ def __getattr__(name):
 
 
 __all__ = ["CocoDataset", "CocoError", "load_coco", "make_shapes",
-           "build_dataset", "make_encoder", "write_tfrecords"]
+           "build_dataset", "write_tfrecords"]

@@ -8,25 +8,11 @@ mask became empty (or smaller than ``min_box_size`` pixels wide or high)
 are dropped with their masks. Randomness comes only from the
 ``numpy.random.Generator`` passed in, so a seed reproduces an example.
 
-Two training recipes and their evaluation transforms:
-
-* :class:`OrienMaskTrainTransform` / :class:`OrienMaskEvalTransform`, the
-  official ``transform_train_544`` / ``transform_val_544``
-  (github.com/duwt/OrienMask ``config/base.py``, ``data/transform.py``):
-  ColorJitter(0.2, 0.5, 0.5, 0.1) in random order (by default applied
-  after the resize, see ``jitter_first``) -> RandomCrop(p 0.5,
-  image/box min IoU 0.64) -> Resize(544, warp_p 0.25, aspect jitter 0.3,
-  random placement, pad_p 0.75, pad_ratio 0.75, pad with the mean) ->
-  horizontal flip (p 0.5) -> instance shuffle -> /255. Evaluation: plain
-  resize (warp) to the input size.
-* :class:`YolactTrainTransform` / :class:`YolactEvalTransform`, the
-  maIoU-YOLACT recipe (github.com/kemaloksuz/Mask-aware-IoU
-  ``configs/mayolact/yolact_r50_4x8_coco_scale550_ATSSwmaIoU.py`` with the
-  mmdet pipeline classes): drop boxes under 4x4 -> PhotoMetricDistortion
-  (brightness 32, contrast and saturation 0.5-1.5, hue 18 degrees, channel
-  swap; each with p 0.5) -> Expand(1-4, mean, p 0.5) -> MinIoURandomCrop
-  (min IoUs 0.1 ... 0.9, min crop 0.3) -> resize to the model size (no
-  aspect ratio kept) -> (x - mean) / std in RGB -> flip (p 0.5).
+The recipes themselves live with their model family
+(``families/orienmask/augment.py``: the official OrienMask
+``transform_train_544``; ``families/yolact/augment.py``: the maIoU-YOLACT
+mmdet pipeline); this module holds the steps they share and the plain
+evaluation resize.
 
 Each transform is called as ``transform(image, masks, classes,
 crowd_mask, rng)`` with ``image`` ``(H, W, 3)`` uint8 RGB, ``masks``
@@ -50,12 +36,6 @@ or None, and returns a dict::
 
 import cv2
 import numpy as np
-
-# mmdet img_norm_cfg (RGB), the network's own input normalisation.
-from orienmask_tf.models.yolact import PIXEL_MEAN as YOLACT_MEAN
-from orienmask_tf.models.yolact import PIXEL_STD as YOLACT_STD
-
-ORIENMASK_MEAN = (123.675, 116.280, 103.530)  # official MEAN (RGB, 0..255)
 
 
 # --------------------------------------------------------------------------
@@ -160,7 +140,7 @@ def _start(image, masks, crowd_mask):
 
 
 # --------------------------------------------------------------------------
-# OrienMask (official data/transform.py semantics)
+# Photometric steps (torchvision ColorJitter as OrienMask uses it)
 
 
 def _gray(image):
@@ -212,145 +192,6 @@ def color_jitter(image, rng, brightness=0.2, contrast=0.5, saturation=0.5,
     return image.astype(np.float32, copy=False)
 
 
-def orienmask_crop_window(boxes, height, width, rng, image_min_iou=0.64,
-                          bbox_min_iou=0.64):
-    """Official ``RandomCrop`` window ``(top, down, left, right)``
-    (inclusive) that keeps at least ``sqrt(bbox_min_iou)`` of every box's
-    width and height and ``sqrt(image_min_iou)`` of the image's."""
-    image_ratio = image_min_iou ** 0.5
-    box_ratio = bbox_min_iou ** 0.5
-    if len(boxes) == 0:
-        left = int(rng.uniform(0, width * (1 - image_ratio)) + 0.5)
-        right = int(rng.uniform(width * image_ratio, width) + 0.5)
-        top = int(rng.uniform(0, height * (1 - image_ratio)) + 0.5)
-        down = int(rng.uniform(height * image_ratio, height) + 0.5)
-        return top, down, left, right
-    x1, y1, x2, y2 = (boxes[:, i] for i in range(4))
-    box_left = (x1 * box_ratio + x2 * (1 - box_ratio)).min()
-    box_right = (x1 * (1 - box_ratio) + x2 * box_ratio).max()
-    box_top = (y1 * box_ratio + y2 * (1 - box_ratio)).min()
-    box_down = (y1 * (1 - box_ratio) + y2 * box_ratio).max()
-    left = int(rng.uniform(0, min(box_left, width * (1 - image_ratio))) + 0.5)
-    right = int(rng.uniform(max(box_right, width * image_ratio), width) + 0.5)
-    top = int(rng.uniform(0, min(box_top, height * (1 - image_ratio))) + 0.5)
-    down = int(rng.uniform(max(box_down, height * image_ratio), height) + 0.5)
-    return top, down, left, right
-
-
-def orienmask_resize_layout(height, width, size, rng, warp_p=0.25,
-                            jitter=0.3, random_place=True, pad_p=0.75,
-                            pad_ratio=0.75):
-    """Official ``Resize(pad_needed=True)`` layout: ``None`` (warp to size)
-    or ``(nh, nw, top, bottom, left, right)``."""
-    h, w = size
-    if not rng.random() > warp_p:
-        return None
-    dh, dw = height * jitter, width * jitter
-    aspect = (width + rng.uniform(-dw, dw)) / (height + rng.uniform(-dh, dh))
-    if aspect < w / h:
-        nh = (int(h * (1 - rng.uniform(0, pad_ratio)) + 0.5)
-              if rng.random() < pad_p else h)
-        nw = int(nh * aspect + 0.5)
-    else:
-        nw = (int(w * (1 - rng.uniform(0, pad_ratio)) + 0.5)
-              if rng.random() < pad_p else w)
-        nh = int(nw / aspect + 0.5)
-    nh, nw = min(max(nh, 1), h), min(max(nw, 1), w)
-    left = (int(rng.uniform(0, w - nw) + 0.5) if random_place
-            else int((w - nw) / 2 + 0.5))
-    top = (int(rng.uniform(0, h - nh) + 0.5) if random_place
-           else int((h - nh) / 2 + 0.5))
-    return nh, nw, top, h - nh - top, left, w - nw - left
-
-
-class OrienMaskTrainTransform:
-    """Official OrienMask training augmentation (``transform_train_544``).
-
-    Args:
-        image_size: ``(height, width)`` of the network input.
-        brightness, contrast, saturation, hue: ColorJitter strengths.
-        crop_p, image_min_iou, bbox_min_iou: RandomCrop.
-        warp_p, jitter, random_place, pad_p, pad_ratio, pad_value: Resize.
-        flip_p: horizontal flip probability.
-        min_box_size: instances whose recomputed box is narrower or lower
-            than this (pixels) are dropped.
-        shuffle: shuffle the instance order (official ``ToTensor``).
-        jitter_first: apply the colour jitter to the original image, as the
-            official pipeline does. The default (False) applies it to the
-            resized content just before padding, which is ~2x cheaper on
-            640x480 inputs: the four operations are pointwise and commute
-            with crop / resize / flip (up to interpolation rounding at
-            clipped pixels); only contrast's gray mean is then taken over
-            the crop instead of the whole image.
-
-    Output image: float32 RGB in [0, 1] (official ``Normalize(0, 255)``).
-    """
-
-    def __init__(self, image_size=(544, 544), brightness=0.2, contrast=0.5,
-                 saturation=0.5, hue=0.1, crop_p=0.5, image_min_iou=0.64,
-                 bbox_min_iou=0.64, warp_p=0.25, jitter=0.3,
-                 random_place=True, pad_p=0.75, pad_ratio=0.75,
-                 pad_value=ORIENMASK_MEAN, flip_p=0.5, min_box_size=1.0,
-                 shuffle=True, jitter_first=False):
-        self.image_size = tuple(int(v) for v in image_size)
-        self.jitter_args = (brightness, contrast, saturation, hue)
-        self.crop_p = crop_p
-        self.image_min_iou, self.bbox_min_iou = image_min_iou, bbox_min_iou
-        self.resize_args = dict(warp_p=warp_p, jitter=jitter,
-                                random_place=random_place, pad_p=pad_p,
-                                pad_ratio=pad_ratio)
-        self.pad_value = tuple(float(v) for v in np.broadcast_to(pad_value, 3))
-        self.flip_p = flip_p
-        self.min_box_size = min_box_size
-        self.shuffle = shuffle
-        self.jitter_first = jitter_first
-
-    def __call__(self, image, masks, classes, crowd_mask, rng):
-        image, stack, h0, w0 = _start(image, masks, crowd_mask)
-        info = [1.0, 1.0, 0.0, 0.0, h0, w0]
-        if self.jitter_first:
-            image = color_jitter(image.astype(np.float32), rng,
-                                 *self.jitter_args)
-        height, width = h0, w0
-        if rng.random() < self.crop_p:
-            boxes = masks_to_boxes(stack[:-1])
-            boxes = boxes[boxes[:, 2] > boxes[:, 0]]
-            top, down, left, right = orienmask_crop_window(
-                boxes, height, width, rng, self.image_min_iou,
-                self.bbox_min_iou)
-            image = image[top:down + 1, left:right + 1]
-            stack = stack[:, top:down + 1, left:right + 1]
-            height, width = image.shape[:2]
-            info[2:4] = [-top, -left]
-        h, w = self.image_size
-        layout = orienmask_resize_layout(height, width, self.image_size, rng,
-                                         **self.resize_args)
-        image = image.astype(np.float32, copy=False)
-        if layout is None:
-            image = cv2.resize(image, (w, h), interpolation=cv2.INTER_LINEAR)
-            if not self.jitter_first:
-                image = color_jitter(image, rng, *self.jitter_args)
-            stack = resize_planes(stack, w, h)
-            sy, sx, pt, pl = h / height, w / width, 0, 0
-        else:
-            nh, nw, pt, pb, pl, pr = layout
-            image = cv2.resize(image, (nw, nh), interpolation=cv2.INTER_LINEAR)
-            if not self.jitter_first:
-                image = color_jitter(image, rng, *self.jitter_args)
-            image = pad_image(image, pt, pb, pl, pr, self.pad_value)
-            stack = pad_planes(resize_planes(stack, nw, nh), pt, pb, pl, pr)
-            sy, sx = nh / height, nw / width
-        info[0:4] = [sy, sx, info[2] * sy + pt, info[3] * sx + pl]
-        if rng.random() < self.flip_p:
-            image = cv2.flip(image, 1)
-            stack = stack[:, :, ::-1]  # copied by finalize's gather
-            info[1], info[3] = -sx, w - info[3]
-        image = np.multiply(image, np.float32(1 / 255), dtype=np.float32)
-        order = rng.permutation if self.shuffle else None
-        return finalize(image, stack, classes, info, self.min_box_size,
-                        order)
-
-
 class ResizeEvalTransform:
     """Official evaluation transform: resize (warp, aspect ratio not kept) to
     ``image_size``, bilinear for the image and nearest for the masks, then
@@ -374,11 +215,10 @@ class ResizeEvalTransform:
                         self.min_box_size)
 
 
-OrienMaskEvalTransform = ResizeEvalTransform
 
 
 # --------------------------------------------------------------------------
-# YOLACT (maIoU config, mmdet pipeline semantics)
+# mmdet pipeline steps (PhotoMetricDistortion, MinIoURandomCrop)
 
 
 def photometric_distortion(image, rng, brightness_delta=32.0,
@@ -452,102 +292,3 @@ def min_iou_crop_window(boxes, height, width, rng,
                 continue
             return patch, keep
     return None
-
-
-class YolactTrainTransform:
-    """maIoU-YOLACT training augmentation (mmdet pipeline of
-    ``yolact_r50_4x8_coco_scale550_ATSSwmaIoU.py``).
-
-    Output image: float32 RGB ``(x - mean) / std``.
-    """
-
-    def __init__(self, image_size=(550, 550), min_gt_size=4.0,
-                 brightness_delta=32.0, contrast_range=(0.5, 1.5),
-                 saturation_range=(0.5, 1.5), hue_delta=18.0,
-                 expand_p=0.5, expand_ratio=(1.0, 4.0),
-                 min_ious=(0.1, 0.3, 0.5, 0.7, 0.9), min_crop_size=0.3,
-                 mean=YOLACT_MEAN, std=YOLACT_STD, flip_p=0.5,
-                 min_box_size=1.0):
-        self.image_size = tuple(int(v) for v in image_size)
-        self.min_gt_size = min_gt_size
-        self.distortion = dict(brightness_delta=brightness_delta,
-                               contrast_range=contrast_range,
-                               saturation_range=saturation_range,
-                               hue_delta=hue_delta)
-        self.expand_p, self.expand_ratio = expand_p, expand_ratio
-        self.min_ious, self.min_crop_size = min_ious, min_crop_size
-        self.mean = np.asarray(mean, np.float32)
-        self.std = np.asarray(std, np.float32)
-        self.flip_p = flip_p
-        self.min_box_size = min_box_size
-
-    def __call__(self, image, masks, classes, crowd_mask, rng):
-        image, stack, h0, w0 = _start(image, masks, crowd_mask)
-        classes = np.asarray(classes, np.int32)
-        boxes = masks_to_boxes(stack[:-1])
-        # FilterAnnotations(min_gt_bbox_wh=(4, 4)) on the loaded boxes.
-        wh = boxes[:, 2:] - boxes[:, :2]
-        keep = np.all(wh >= self.min_gt_size, axis=1)
-        stack = stack[np.append(keep, True)]
-        boxes, classes = boxes[keep], classes[keep]
-        image = photometric_distortion(image, rng, **self.distortion)
-        height, width = h0, w0
-        if rng.uniform(0, 1) <= self.expand_p:  # mmdet: skip if > prob
-            ratio = rng.uniform(*self.expand_ratio)
-            eh, ew = int(height * ratio), int(width * ratio)
-            left = int(rng.uniform(0, width * ratio - width))
-            top = int(rng.uniform(0, height * ratio - height))
-            image = pad_image(image, top, eh - height - top, left,
-                              ew - width - left, self.mean)
-            stack = pad_planes(stack, top, eh - height - top, left,
-                              ew - width - left)
-            boxes = boxes + np.array([left, top, left, top], np.float32)
-            height, width = eh, ew
-        window = min_iou_crop_window(boxes, height, width, rng,
-                                     self.min_ious, self.min_crop_size)
-        if window is not None:
-            patch, keep = window
-            image = image[patch[1]:patch[3], patch[0]:patch[2]]
-            stack = stack[np.append(keep, True), patch[1]:patch[3],
-                          patch[0]:patch[2]]
-            classes = classes[keep]
-            height, width = image.shape[:2]
-        h, w = self.image_size
-        image = cv2.resize(np.ascontiguousarray(image), (w, h),
-                           interpolation=cv2.INTER_LINEAR)
-        stack = resize_planes(stack, w, h)
-        image = (image - self.mean) / self.std
-        if rng.random() < self.flip_p:
-            image = cv2.flip(np.ascontiguousarray(image), 1)
-            stack = stack[:, :, ::-1]
-        info = [h / h0, w / w0, 0.0, 0.0, h0, w0]  # not exact after crops
-        return finalize(image, stack, classes, info, self.min_box_size)
-
-
-class YolactEvalTransform(ResizeEvalTransform):
-    """maIoU-YOLACT test pipeline: resize (no aspect ratio kept) to
-    ``image_size``, ``(x - mean) / std`` in RGB."""
-
-    def __init__(self, image_size=(550, 550), mean=YOLACT_MEAN,
-                 std=YOLACT_STD, min_box_size=1.0):
-        super().__init__(image_size, min_box_size)
-        self.mean = np.asarray(mean, np.float32)
-        self.std = np.asarray(std, np.float32)
-
-    def normalize(self, image):
-        return (image - self.mean) / self.std
-
-
-RECIPES = {
-    "orienmask": (OrienMaskTrainTransform, OrienMaskEvalTransform),
-    "yolact": (YolactTrainTransform, YolactEvalTransform),
-}
-
-
-def make_transform(recipe, training, image_size, **kwargs):
-    """``recipe`` in ``RECIPES``; ``training`` picks train or eval."""
-    if recipe not in RECIPES:
-        raise ValueError(f"unknown augmentation recipe {recipe!r}; expected "
-                         f"one of {sorted(RECIPES)}")
-    cls = RECIPES[recipe][0 if training else 1]
-    return cls(image_size=image_size, **kwargs)

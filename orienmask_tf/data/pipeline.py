@@ -30,15 +30,14 @@ element ``k`` of input pipeline ``p`` uses the generator
 (and a seeded shuffle) two runs give identical batches.
 """
 
+import dataclasses
 import logging
 
 import numpy as np
 import tensorflow as tf
 
-from orienmask_tf.config import DataConfig  # noqa: F401 (re-exported)
-from orienmask_tf.config import YOLACT_ASSIGNERS
-from orienmask_tf.data import augment
 from orienmask_tf.data import coco as coco_lib
+from orienmask_tf.data import tfrecord
 
 logger = logging.getLogger(__name__)
 
@@ -146,33 +145,6 @@ def _to_dict(values, image_size, max_instances, pad_masks=True):
     return image, gt
 
 
-def make_encoder(config, orien_dtype="float32"):
-    """The target encoder of an ``Experiment`` (plain kwargs), by
-    ``model.architecture``: ``OrienMaskTargetEncoder`` (orientation targets
-    in ``orien_dtype``) or ``YolactTargetEncoder`` (the config's anchors and
-    assigner)."""
-    if config.is_yolact:
-        from orienmask_tf.targets.yolact_encoder import YolactTargetEncoder
-
-        anchors, counts = config.yolact_anchors()
-        targets = config.targets
-        assigner, overlap = YOLACT_ASSIGNERS[targets.assigner]
-        return YolactTargetEncoder(
-            anchors, counts, config.image_size,
-            num_classes=config.model.num_classes, assigner=assigner,
-            overlap=overlap, topk=targets.topk,
-            official_segm_channels=targets.official_segm_channels,
-            pos_iou_thr=targets.pos_iou_thr, neg_iou_thr=targets.neg_iou_thr,
-            min_pos_iou=targets.min_pos_iou)
-    from orienmask_tf.targets.orienmask_encoder import OrienMaskTargetEncoder
-
-    return OrienMaskTargetEncoder(
-        image_size=config.image_size, anchors=config.anchor_array(),
-        num_classes=config.model.num_classes,
-        center_region=config.loss.center_region,
-        valid_region=config.loss.valid_region, orien_dtype=orien_dtype)
-
-
 def _split_paths(data, split):
     if split not in ("train", "val"):
         raise ValueError(f"split must be 'train' or 'val', got {split!r}")
@@ -182,7 +154,8 @@ def _split_paths(data, split):
 
 
 def build_dataset(config, split, input_context=None, encoder=None, data=None,
-                  batch_size=None, training=None, coco=None, start_batch=0):
+                  batch_size=None, training=None, coco=None, start_batch=0,
+                  transform=None):
     """Batched ``tf.data.Dataset`` of ``(images, gt or targets)``.
 
     Args:
@@ -192,12 +165,15 @@ def build_dataset(config, split, input_context=None, encoder=None, data=None,
         input_context: ``tf.distribute.InputContext``: the dataset is
             sharded by input pipeline and batched per replica.
         encoder: callable ``gt -> targets`` run inside ``Dataset.map``
-            (e.g. ``make_encoder(config)``); None yields the padded gt.
+            (e.g. ``config.family.make_encoder(config)``); None yields the
+            padded gt.
         data: a ``DataConfig`` (default: ``config.data`` or defaults).
         batch_size: global batch size (default ``config.train.batch_size``).
         training: augment, shuffle, repeat and drop the remainder (default:
             ``split == "train"``).
         coco: an already loaded ``coco.CocoDataset`` (skips the JSON read).
+        transform: the numpy transform of each example (default: the
+            model family's recipe, ``config.family.make_transform``).
         start_batch: training only: begin the stream after this many
             batches (a resumed run passes its global step, so that it sees
             the batches -- order and augmentation -- the uninterrupted run
@@ -208,8 +184,6 @@ def build_dataset(config, split, input_context=None, encoder=None, data=None,
     Returns:
         ``tf.data.Dataset``; in training the batch dimension is static.
     """
-    from orienmask_tf.data import tfrecord
-
     data = data or config.data
     training = split == "train" if training is None else training
     image_size = tuple(int(v) for v in config.image_size)
@@ -220,12 +194,9 @@ def build_dataset(config, split, input_context=None, encoder=None, data=None,
         num_pipelines = input_context.num_input_pipelines
         pipeline_id = input_context.input_pipeline_id
         batch = input_context.get_per_replica_batch_size(global_batch)
-    transform_kwargs = {"min_box_size": data.min_box_size}
-    if training and data.recipe == "orienmask":
-        transform_kwargs.update(jitter=data.aspect_jitter,
-                                pad_ratio=data.pad_ratio)
-    transform = augment.make_transform(data.recipe, training, image_size,
-                                       **transform_kwargs)
+    if transform is None:
+        transform = config.family.make_transform(
+            dataclasses.replace(config, data=data), training)
     parser = ExampleParser(transform, image_size, data.max_instances,
                            seed=data.seed, pipeline_id=pipeline_id,
                            on_error=data.on_error)
@@ -243,7 +214,7 @@ def build_dataset(config, split, input_context=None, encoder=None, data=None,
         load = _json_loader(coco, parser)
     else:
         ds = tfrecord.record_dataset(tfrecords)
-        load = tfrecord.record_loader(parser, data.on_error)
+        load = _record_loader(parser, data.on_error)
     if num_pipelines > 1:
         ds = ds.shard(num_pipelines, pipeline_id)
     if training:
@@ -279,6 +250,32 @@ def _json_loader(coco, parser):
     def load(counter, index):
         values = tf.numpy_function(py_fn, [index, counter], _tout(),
                                    stateful=False)
+        return tuple(values)
+
+    return load
+
+
+def _record_loader(parser, on_error="raise"):
+    """Map function ``(counter, serialized) -> parser outputs``."""
+
+    def py_fn(encoded, height, width, filename, rles, labels, crowd,
+              image_id, counter):
+        try:
+            example = tfrecord.raw_example(encoded, height, width, filename,
+                                           rles, labels, crowd, image_id)
+        except coco_lib.CocoError:
+            if on_error == "raise":
+                raise
+            example = None
+        return parser(example, counter)
+
+    def load(counter, serialized):
+        f = tfrecord.parse_record(serialized)
+        values = tf.numpy_function(
+            py_fn, [f["image/encoded"], f["image/height"], f["image/width"],
+                    f["image/filename"], f["object/rle"], f["object/label"],
+                    f["object/is_crowd"], f["image/id"], counter], _tout(),
+            stateful=False)
         return tuple(values)
 
     return load

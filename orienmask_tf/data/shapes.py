@@ -310,38 +310,3 @@ def make_shapes(out, num_train=64, num_val=16, image_size=(480, 640),
     return {split: make_split(out, split, n, image_size, seed,
                               mean_instances, quality, progress, style)
             for split, n in (("train", num_train), ("val", num_val))}
-
-
-def add_parser(subparsers):
-    """``orienmask-tf make-shapes``: register the subcommand."""
-    parser = subparsers.add_parser(
-        "make-shapes", help="write a synthetic COCO-format dataset of "
-                            "textured shapes (train and val splits)")
-    parser.add_argument("--out", required=True, help="output folder")
-    parser.add_argument("--num-train", type=int, default=64)
-    parser.add_argument("--num-val", type=int, default=16)
-    parser.add_argument("--image-size", type=int, nargs=2, default=(480, 640),
-                        metavar=("HEIGHT", "WIDTH"))
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--mean-instances", type=float, default=7.0)
-    parser.add_argument("--style", choices=STYLES, default="coco",
-                        help="coco: textured shapes of every size with "
-                             "occlusion and crowd regions (default); simple: "
-                             "few large flat-coloured shapes (quickstart)")
-    parser.set_defaults(func=run_make_shapes)
-    return parser
-
-
-def run_make_shapes(args):
-    def progress(split, done, total):
-        if done == total or done % 50 == 0:
-            print(f"\r{split}: {done}/{total} images", end="\n" if done == total
-                  else "", flush=True)
-
-    paths = make_shapes(args.out, args.num_train, args.num_val,
-                        tuple(args.image_size), args.seed,
-                        args.mean_instances, progress=progress,
-                        style=args.style)
-    for split, path in paths.items():
-        print(f"wrote {path}")
-    return 0

@@ -3,8 +3,9 @@
 Detections in the network-input frame (padded, as the decoders return
 them) are mapped back to the original image with the ``image_info`` of the
 input pipeline (``[scale_y, scale_x, pad_top, pad_left, original_h,
-original_w]``): boxes become ``[x, y, w, h]`` in original pixels, masks are
-sampled at the original resolution and stored as compressed RLE. The
+original_w]``, see ``orienmask_tf.ops.frames``): boxes become ``[x, y, w,
+h]`` in original pixels, masks are resampled at the original resolution as
+the official ``COCOMetrics`` does (bilinear) and stored as compressed RLE. The
 results are scored with pycocotools (or faster-coco-eval, an optional
 extra giving the same numbers faster), which prints the standard
 12-number tables.
@@ -15,69 +16,15 @@ import io
 import json
 import os
 
-import cv2
 import numpy as np
 from pycocotools import mask as mask_utils
+
+from orienmask_tf.ops.frames import to_original_frame
 
 METRIC_KEYS = ("AP", "AP50", "AP75", "APs", "APm", "APl",
                "AR1", "AR10", "AR100", "ARs", "ARm", "ARl")
 IOU_TYPES = ("bbox", "segm")
 BACKENDS = ("pycocotools", "faster_coco_eval")
-
-
-def to_original_frame(boxes_xyxy, masks, image_info,
-                      interpolation="bilinear"):
-    """Input-frame detections -> original image (numpy).
-
-    Args:
-        boxes_xyxy: ``(P, 4)`` corners in input pixels.
-        masks: ``(P, H, W)`` bool/uint8 input-frame masks, or None.
-        image_info: ``(6,)`` ``[sy, sx, top, left, h0, w0]``; the input
-            pixel of original point (x, y) is ``(x * sx + left, y * sy +
-            top)`` (a negative ``sx`` is a horizontal flip).
-        interpolation: ``"bilinear"`` (official ``COCOMetrics``: cut the
-            image region out of the input, flip it back, bilinear resize to
-            the original size with half-pixel centres, foreground where the
-            value is > 0.5) or ``"nearest"`` (each original pixel takes the
-            input pixel containing its centre).
-
-    Returns:
-        ``(boxes (P, 4) original corners clipped to the image, masks
-        (P, h0, w0) uint8 or None)``.
-    """
-    sy, sx, top, left, h0, w0 = (float(v) for v in image_info)
-    h0, w0 = int(round(h0)), int(round(w0))
-    boxes = np.asarray(boxes_xyxy, np.float64).reshape(-1, 4)
-    xs = (boxes[:, [0, 2]] - left) / sx
-    ys = (boxes[:, [1, 3]] - top) / sy
-    out = np.stack([xs.min(1), ys.min(1), xs.max(1), ys.max(1)], -1)
-    out = np.clip(out, 0, [w0, h0, w0, h0])
-    if masks is None:
-        return out, None
-    masks = np.asarray(masks)
-    height, width = masks.shape[-2:]
-    if interpolation == "nearest":
-        rows = np.floor((np.arange(h0) + 0.5) * sy + top).astype(np.int64)
-        cols = np.floor((np.arange(w0) + 0.5) * sx + left).astype(np.int64)
-        rows = np.clip(rows, 0, height - 1)
-        cols = np.clip(cols, 0, width - 1)
-        return out, (masks[:, rows][:, :, cols] > 0).astype(np.uint8)
-    if interpolation != "bilinear":
-        raise ValueError(f"interpolation must be 'bilinear' or 'nearest', "
-                         f"got {interpolation!r}")
-    if sx < 0:  # undo the flip first: x' = W - x
-        masks = masks[..., ::-1]
-        sx, left = -sx, width - left
-    r0 = int(np.clip(round(top), 0, height))
-    r1 = int(np.clip(round(top + h0 * sy), r0 + 1, height))
-    c0 = int(np.clip(round(left), 0, width))
-    c1 = int(np.clip(round(left + w0 * sx), c0 + 1, width))
-    original = np.empty((len(masks), h0, w0), np.uint8)
-    for mask, dst in zip(masks, original):
-        region = np.ascontiguousarray(mask[r0:r1, c0:c1], np.float32)
-        up = cv2.resize(region, (w0, h0), interpolation=cv2.INTER_LINEAR)
-        dst[...] = up > 0.5
-    return out, original
 
 
 def encode_mask(mask):
@@ -111,7 +58,8 @@ def detections_to_coco(image_id, boxes_xyxy, scores, classes, category_ids,
     if masks is not None:
         masks = np.asarray(masks)[valid]
     if image_info is not None:
-        boxes, masks = to_original_frame(boxes, masks, image_info)
+        boxes, masks = to_original_frame(boxes, masks, image_info,
+                                         interpolation="bilinear")
     category_ids = np.asarray(category_ids)
     bbox_results, segm_results = [], []
     for i, k in enumerate(valid):
@@ -275,41 +223,6 @@ def format_table(stats):
         lines.append(f"| {key} | " + " | ".join(
             f"{100 * stats[t][key]:.1f}" for t in types) + " |")
     return "\n".join(lines)
-
-
-def add_parser(subparsers):
-    """``orienmask-tf evaluate``: score saved COCO results files."""
-    parser = subparsers.add_parser(
-        "evaluate", help="COCO bbox/segm AP of detection results (prints the "
-                         "12-number tables, writes them as JSON)")
-    parser.add_argument("--annotations", required=True,
-                        help="ground-truth COCO instances JSON")
-    parser.add_argument("--results", required=True,
-                        help="JSON: {'bbox': [...], 'segm': [...]} (as "
-                             "CocoEvaluator.save writes) or one COCO result "
-                             "list (scored as --iou-types)")
-    parser.add_argument("--iou-types", nargs="+", choices=IOU_TYPES,
-                        default=list(IOU_TYPES))
-    parser.add_argument("--backend", choices=BACKENDS, default="pycocotools")
-    parser.add_argument("--output", help="write the metrics here as JSON")
-    parser.set_defaults(func=run_evaluate)
-    return parser
-
-
-def run_evaluate(args):
-    try:
-        with open(args.results) as stream:
-            results = json.load(stream)
-    except OSError as error:
-        raise ValueError(f"{args.results}: cannot read ({error.strerror})")
-    except ValueError as error:
-        raise ValueError(f"{args.results}: malformed JSON ({error})")
-    if isinstance(results, list):
-        results = {t: results for t in args.iou_types}
-    stats = evaluate(args.annotations, results, args.iou_types, args.backend)
-    if args.output:
-        write_json(args.output, stats)
-    return 0
 
 
 def write_json(path, value):

@@ -1,2 +1,3 @@
-from orienmask_tf.export.serving import InferenceModel
-from orienmask_tf.export.saved_model import export_saved_model
+"""Deployment: the shared inference graph (``serving.InferenceModel``) and
+SavedModel / TFLite / ONNX writers. Submodules import TensorFlow; import
+them directly (``orienmask_tf.export.saved_model``)."""

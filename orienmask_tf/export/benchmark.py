@@ -13,9 +13,8 @@ timed runs reported:
   the calibrated network plus the float decoder (see ``export/tflite.py``);
 * ONNX Runtime (CPU provider) on the tf2onnx graph.
 
-The model may be an ``OrienMask`` or a ``Yolact``; ``yolact_setup`` builds
-the full-size YOLACT group (ResNet-50, 550 px, the maIoU anchors and mmdet
-``test_cfg``) for ``scripts/benchmark_export.py --arch yolact``.
+The model may be the network of any family (``Segmenter.benchmark`` passes
+its anchors and decoding settings).
 """
 
 import os
@@ -26,39 +25,14 @@ import time
 import numpy as np
 import tensorflow as tf
 
+from orienmask_tf.export.formats import FORMATS
 from orienmask_tf.export.onnx import export_onnx
 from orienmask_tf.export.saved_model import export_saved_model
 from orienmask_tf.export.serving import InferenceModel
 from orienmask_tf.export.tflite import convert_tflite
 from orienmask_tf.export.tflite import tflite_runner
 
-FORMATS = ("keras_eager", "tf_function", "saved_model_xla", "tflite_fp32",
-           "tflite_fp16", "tflite_int8_dynamic", "tflite_int8", "onnx")
 BATCHED = ("keras_eager", "tf_function", "saved_model_xla")
-
-
-# mmdet ``test_cfg`` of the maIoU YOLACT configs (``YolactDecoder`` keywords).
-YOLACT_DECODE = dict(nms_pre=1000, score_thr=0.05, iou_thr=0.5, top_k=200,
-                     max_per_img=100, mask_threshold=0.5, style="mmdet")
-
-
-def yolact_setup(image_size=550, assigner="atss", scales_per_octave=1,
-                 decode_kwargs=None, **model_kwargs):
-    """``(model, image_size, anchors, decode_kwargs)`` of a YOLACT with
-    random weights (latency does not depend on them) for
-    ``benchmark_formats``: ATSS / maIoU anchors (1 per location,
-    ``scales_per_octave=2`` for maYOLACT) or ``assigner="max_iou"`` (3)."""
-    from orienmask_tf.decode.yolact_decode import split_levels
-    from orienmask_tf.models.yolact import Yolact
-    from orienmask_tf.ops.yolact_ops import yolact_config_anchors
-
-    anchors, counts = yolact_config_anchors(image_size, assigner=assigner,
-                                            scales_per_octave=scales_per_octave)
-    num_anchors = 3 if assigner == "max_iou" else scales_per_octave
-    model = Yolact(num_anchors=num_anchors, **model_kwargs)
-    return (model, (int(image_size), int(image_size)),
-            split_levels(anchors, counts),
-            dict(YOLACT_DECODE, **(decode_kwargs or {})))
 
 
 def _time(fn, warmup, runs):

@@ -2,32 +2,24 @@
 
 ``InferenceModel`` joins the Keras network, its decoder and the official
 inference preprocessing (a bilinear resize of the whole image to the
-network size -- no letterbox -- then the architecture's normalisation), and
+network size -- no letterbox -- then the family's normalisation), and
 maps boxes back to each original image. Its functions are what the
 SavedModel signatures, the TFLite model and the ONNX graph are made of.
 
-Everything that depends on the architecture lives in one adapter, chosen by
-``make_adapter`` from the model's class:
-
-* ``OrienMaskAdapter``: input ``x / 255`` (``transform_infer_544``),
-  ``decode_orienmask``; ``anchors`` is the ``(9, 2)`` array.
-* ``YolactAdapter``: input ``(x * 255 - PIXEL_MEAN) / PIXEL_STD`` on RGB
-  (``YolactEvalTransform``), ``YolactDecoder``; ``anchors`` is the list of
-  per-level anchor arrays; the training-only ``segm`` output is dropped.
+Everything that depends on the model family lives in the family's serving
+adapter (``families/<name>/serving.py``, from ``Family.make_adapter``):
+``normalize`` (RGB [0, 1] -> network input), ``raw_outputs`` and
+``decode`` (raw outputs -> ``DETECTION_KEYS`` in the network frame).
 
 The public functions take RGB float32 in [0, 1] (``detect``, ``raw``) or
-uint8 / encoded images (``detect_uint8``, ``detect_encoded``) for both.
+uint8 / encoded images (``detect_uint8``, ``detect_encoded``) for every
+family.
 """
 
 import numpy as np
 import tensorflow as tf
 
-from orienmask_tf.decode import decode_orienmask
-from orienmask_tf.decode.yolact_decode import YolactDecoder
-from orienmask_tf.models.yolact import CLS_KEYS as YOLACT_CLS_KEYS
-from orienmask_tf.models.yolact import PIXEL_MEAN as YOLACT_MEAN
-from orienmask_tf.models.yolact import PIXEL_STD as YOLACT_STD
-from orienmask_tf.models.yolact import Yolact
+from orienmask_tf import registry
 
 # Outputs of the end-to-end signatures (P = the largest number of kept
 # detections in the batch, at most decode nms_post / max_per_img):
@@ -42,122 +34,16 @@ from orienmask_tf.models.yolact import Yolact
 DETECTION_KEYS = ("boxes", "scores", "classes", "num_detections", "masks")
 
 
-class OrienMaskAdapter:
-    """OrienMask: ``/ 255`` input, ``decode_orienmask``.
-
-    ``anchors``: ``(9, 2)`` in input pixels; ``decode_kwargs``:
-    ``conf_thresh``, ``nms``, ``nms_threshold``, ``nms_pre``, ``nms_post``,
-    ``orien_thresh``.
-    """
-
-    name = "orienmask"
-
-    def __init__(self, model, image_size, anchors, decode_kwargs):
-        self.image_size = tuple(int(v) for v in image_size)
-        self.anchors = np.asarray(anchors, np.float32)
-        self.decode_kwargs = dict(decode_kwargs)
-        self.num_classes = int(model.num_classes)
-
-    def normalize(self, images):
-        """RGB [0, 1] -> network input (the network takes [0, 1])."""
-        return images
-
-    def raw_outputs(self, outputs):
-        return outputs
-
-    def decode(self, outputs):
-        result = decode_orienmask(outputs, self.anchors, self.image_size,
-                                  self.num_classes, **self.decode_kwargs)
-        return {
-            "boxes": result["boxes_xyxy"],
-            "scores": result["scores"],
-            "classes": result["classes"],
-            "num_detections": result["num_detections"],
-            "masks": tf.cast(result["masks"], tf.uint8),
-        }
-
-
-class YolactAdapter:
-    """YOLACT: mean / std input on RGB 0..255, ``YolactDecoder``.
-
-    ``anchors``: per-level ``(h_i * w_i * A, 4)`` anchors for the network
-    input size (``ops.yolact_ops.yolact_config_anchors`` split with
-    ``decode.yolact_decode.split_levels``); ``decode_kwargs``: the
-    ``YolactDecoder`` arguments other than anchors / image_size /
-    num_anchors (``nms_pre``, ``score_thr``, ``iou_thr``, ``top_k``,
-    ``max_per_img``, ``mask_threshold``, ``style``).
-    """
-
-    name = "yolact"
-    DECODE_KEYS = ("nms_pre", "score_thr", "iou_thr", "top_k", "max_per_img",
-                   "mask_threshold", "style")
-
-    def __init__(self, model, image_size, anchors, decode_kwargs):
-        self.image_size = tuple(int(v) for v in image_size)
-        self.decode_kwargs = dict(decode_kwargs)
-        unknown = sorted(set(self.decode_kwargs) - set(self.DECODE_KEYS))
-        if unknown:
-            raise TypeError(f"YOLACT decode_kwargs: unknown {unknown}; "
-                            f"expected a subset of {list(self.DECODE_KEYS)}")
-        self.num_classes = int(model.num_classes)
-        self.anchors = [np.asarray(a, np.float32).reshape(-1, 4)
-                        for a in anchors]
-        self._check_anchors(model)
-        self.decoder = YolactDecoder(self.anchors, self.image_size,
-                                     num_anchors=model.num_anchors,
-                                     **self.decode_kwargs)
-        self.mean = np.asarray(YOLACT_MEAN, np.float32)
-        self.std = np.asarray(YOLACT_STD, np.float32)
-
-    def _check_anchors(self, model):
-        shapes = model.output_shapes(*self.image_size)
-        expected = [shapes[k][1] * shapes[k][2] * model.num_anchors
-                    for k in YOLACT_CLS_KEYS]
-        got = [len(a) for a in self.anchors]
-        if got != expected:
-            raise ValueError(
-                f"YOLACT anchors: {got} per level, but a "
-                f"{self.image_size[0]}x{self.image_size[1]} input with "
-                f"{model.num_anchors} anchor(s) per location needs {expected}")
-
-    def normalize(self, images):
-        """RGB [0, 1] -> ``(x * 255 - PIXEL_MEAN) / PIXEL_STD``."""
-        return (images * 255.0 - self.mean) / self.std
-
-    def raw_outputs(self, outputs):
-        """Drop the training-only ``segm`` map."""
-        return {k: v for k, v in outputs.items() if k != "segm"}
-
-    def decode(self, outputs):
-        result = self.decoder(outputs)
-        return {
-            "boxes": result["boxes"],
-            "scores": result["scores"],
-            "classes": result["labels"],
-            "num_detections": result["num_detections"],
-            "masks": tf.cast(result["masks"], tf.uint8),
-        }
-
-
-def make_adapter(model, image_size, anchors, decode_kwargs):
-    """The architecture adapter for ``model`` (the one place that dispatches)."""
-    cls = YolactAdapter if isinstance(model, Yolact) else OrienMaskAdapter
-    return cls(model, image_size, anchors, decode_kwargs)
-
-
 class InferenceModel(tf.Module):
     """Network + decoding + pre/post-processing as TF functions.
 
     Args:
-        model: an ``OrienMask`` or a ``Yolact`` (weights loaded).
+        model: the network of a registered family (weights loaded).
         image_size: network input ``(H, W)``.
-        anchors: OrienMask: ``(9, 2)`` anchors in input pixels; YOLACT: the
-            list of per-level anchor arrays (see ``YolactAdapter``).
-        decode_kwargs: OrienMask: ``conf_thresh``, ``nms``,
-            ``nms_threshold``, ``nms_pre``, ``nms_post``, ``orien_thresh``
-            for ``decode_orienmask``; YOLACT: ``YolactDecoder`` arguments
-            (``nms_pre``, ``score_thr``, ``iou_thr``, ``top_k``,
-            ``max_per_img``, ``mask_threshold``, ``style``).
+        anchors, decode_kwargs: what the family's adapter takes
+            (``Experiment.inference_anchors()`` / ``decode_kwargs()``;
+            e.g. OrienMask's ``(9, 2)`` anchors and ``decode_orienmask``
+            kwargs, YOLACT's per-level anchors and ``YolactDecoder`` kwargs).
         jit_compile: compile network + decoding with XLA (SavedModel); keep
             False for TFLite and ONNX, which cannot take XLA clusters.
         score_threshold: the end-to-end functions (``detect_uint8``,
@@ -168,7 +54,8 @@ class InferenceModel(tf.Module):
 
     def __init__(self, model, image_size, anchors, decode_kwargs,
                  jit_compile=True, score_threshold=0.0):
-        adapter = make_adapter(model, image_size, anchors, decode_kwargs)
+        adapter = registry.family_of(model).make_adapter(
+            model, image_size, anchors, decode_kwargs)
         super().__init__(name=f"{adapter.name}_inference")
         self.adapter = adapter
         self.model = model
@@ -209,14 +96,12 @@ class InferenceModel(tf.Module):
         return self.adapter.decode(outputs)
 
     def _to_original(self, detections, original_hw):
-        """Scale boxes from the network frame to each image's own size."""
-        height, width = self.image_size
-        hw = tf.cast(original_hw, tf.float32)  # (B, 2)
-        factor = tf.stack([hw[:, 1] / width, hw[:, 0] / height,
-                           hw[:, 1] / width, hw[:, 0] / height], axis=-1)
-        boxes = detections["boxes"] * factor[:, None, :]
-        limit = tf.stack([hw[:, 1], hw[:, 0], hw[:, 1], hw[:, 0]], -1)
-        boxes = tf.minimum(tf.maximum(boxes, 0.0), limit[:, None, :])
+        """Scale boxes from the network frame to each image's own size
+        (the whole image was resized to the network input: ``ops.frames``)."""
+        from orienmask_tf.ops import frames
+
+        info = frames.resize_image_info(original_hw, self.image_size)  # B, 6
+        boxes = frames.boxes_to_original(detections["boxes"], info)
         valid = detections["classes"] >= 0
         return dict(detections, boxes=tf.where(valid[..., None], boxes, 0.0))
 

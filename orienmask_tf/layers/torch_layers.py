@@ -4,23 +4,19 @@
   strided convs and PyTorch's default init.
 * ``batch_norm``: ``nn.BatchNorm2d`` (eps 1e-5, momentum 0.1).
 * ``BilinearResize``: ``F.interpolate(mode='bilinear', align_corners=False)``
-  to a reference size or by an integer factor.
-* ``resize_bilinear``: the same function on tensors.
-
-``tf.image.resize(..., "bilinear")`` is correct eagerly but gives wrong
-values under ``jit_compile=True`` for some size pairs on TF 2.21 CPU (34 ->
-100 x 150 differs by up to 0.88), so whenever the sizes are static the resize
-is written as two static gathers with precomputed half-pixel taps.
+  to a reference size or by an integer factor, as a Keras layer around
+  ``orienmask_tf.ops.resize`` (the one torch-exact bilinear resize; see
+  there why it is not ``tf.image.resize``).
 """
 
 import keras
-import numpy as np
 import tensorflow as tf
 
 from orienmask_tf.layers.conv_bn import BN_EPSILON
 from orienmask_tf.layers.conv_bn import BN_MOMENTUM
 from orienmask_tf.layers.conv_bn import torch_bias_initializer
 from orienmask_tf.layers.conv_bn import torch_kernel_initializer
+from orienmask_tf.ops.resize import resize_bilinear
 
 
 def torch_conv(x, filters, kernel_size, strides=1, use_bias=True, name=None,
@@ -48,39 +44,6 @@ def batch_norm(x, name, synchronized_bn=False):
     return keras.layers.BatchNormalization(
         momentum=BN_MOMENTUM, epsilon=BN_EPSILON, synchronized=synchronized_bn,
         name=name)(x)
-
-
-def _taps(in_size, out_size):
-    """torch ``upsample_bilinear2d`` (align_corners=False) source taps."""
-    scale = np.float32(in_size) / np.float32(out_size)
-    src = (np.arange(out_size, dtype=np.float32) + np.float32(0.5)) * scale
-    src = np.maximum(src - np.float32(0.5), np.float32(0.0))
-    lo = np.minimum(np.floor(src).astype(np.int32), in_size - 1)
-    hi = np.minimum(lo + 1, in_size - 1)
-    frac = (src - lo.astype(np.float32)).astype(np.float32)
-    return lo, hi, np.float32(1.0) - frac, frac
-
-
-def resize_bilinear(x, size):
-    """``(B, h, w, C)`` -> ``(B, H, W, C)`` half-pixel bilinear, no antialias.
-
-    Static gathers (XLA-safe) when ``h, w, H, W`` are Python ints, otherwise
-    ``tf.image.resize``.
-    """
-    in_h, in_w = x.shape[1], x.shape[2]
-    out_h, out_w = size
-    if not all(isinstance(v, (int, np.integer))
-               for v in (in_h, in_w, out_h, out_w)):
-        out = tf.image.resize(x, tf.stack([out_h, out_w]), method="bilinear",
-                              antialias=False)
-        return tf.cast(out, x.dtype)
-    dtype = x.dtype
-    lo, hi, w0, w1 = _taps(int(in_w), int(out_w))
-    x = (tf.gather(x, lo, axis=2) * tf.constant(w0[:, None], dtype)
-         + tf.gather(x, hi, axis=2) * tf.constant(w1[:, None], dtype))
-    lo, hi, w0, w1 = _taps(int(in_h), int(out_h))
-    return (tf.gather(x, lo, axis=1) * tf.constant(w0[:, None, None], dtype)
-            + tf.gather(x, hi, axis=1) * tf.constant(w1[:, None, None], dtype))
 
 
 @keras.saving.register_keras_serializable(package="orienmask_tf")

@@ -21,23 +21,7 @@ official code sorts with an unstable sort, so it leaves ties unspecified.
 
 import tensorflow as tf
 
-
-def pairwise_iou_cxcywh(boxes):
-    """IoU matrix ``(..., K, K)`` of centre-size boxes, float32 as nms_cpu.cpp.
-
-    Corners are ``c -+ wh / 2`` and areas have no ``+1``; 0/0 gives NaN,
-    which never reaches a threshold (the C++ code behaves the same).
-    """
-    cx, cy, w, h = tf.unstack(boxes, axis=-1)
-    x1, y1 = cx - w / 2.0, cy - h / 2.0
-    x2, y2 = cx + w / 2.0, cy + h / 2.0
-    area = (x2 - x1) * (y2 - y1)
-    iw = tf.maximum(0.0, tf.minimum(x2[..., :, None], x2[..., None, :])
-                    - tf.maximum(x1[..., :, None], x1[..., None, :]))
-    ih = tf.maximum(0.0, tf.minimum(y2[..., :, None], y2[..., None, :])
-                    - tf.maximum(y1[..., :, None], y1[..., None, :]))
-    inter = iw * ih
-    return inter / (area[..., :, None] + area[..., None, :] - inter)
+from orienmask_tf.ops.box_ops import pairwise_iou
 
 
 def _sorted_suppression(boxes, scores, valid, iou_threshold):
@@ -47,7 +31,10 @@ def _sorted_suppression(boxes, scores, valid, iou_threshold):
     order = tf.argsort(ranked, axis=-1, direction="DESCENDING", stable=True)
     sorted_boxes = tf.gather(boxes, order, batch_dims=1)
     sorted_valid = tf.gather(valid, order, batch_dims=1)
-    iou = pairwise_iou_cxcywh(sorted_boxes)
+    # float32 as nms_cpu.cpp: corners c -+ wh / 2, areas without +1, and
+    # 0 / 0 = NaN, which never reaches a threshold (as in the C++ code).
+    iou = pairwise_iou(sorted_boxes, sorted_boxes, box_format="cxcywh",
+                       zero_union="nan")
     ones = tf.ones([num, num])
     upper = tf.cast(tf.linalg.band_part(ones, 0, -1) - tf.eye(num), tf.bool)
     suppress = ((iou >= iou_threshold) & upper[None]

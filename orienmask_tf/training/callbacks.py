@@ -7,56 +7,16 @@ import logging
 import math
 import os
 
-import cv2
 import keras
 import numpy as np
 import tensorflow as tf
 
+from orienmask_tf.inference.drawing import draw_detections
+from orienmask_tf.saving import save_network
+
 logger = logging.getLogger(__name__)
 
 # BGR-free RGB palette for drawn instances (tab10).
-PALETTE = np.array([
-    (31, 119, 180), (255, 127, 14), (44, 160, 44), (214, 39, 40),
-    (148, 103, 189), (140, 86, 75), (227, 119, 194), (127, 127, 127),
-    (188, 189, 34), (23, 190, 207)], np.uint8)
-
-
-def draw_detections(image, boxes, scores, classes, masks, class_names=(),
-                    score_threshold=0.3, alpha=0.5):
-    """Overlay masks, boxes and ``name score`` labels on an RGB uint8 image.
-
-    ``boxes`` ``(P, 4)`` x1, y1, x2, y2 and ``masks`` ``(P, h, w)`` in the
-    frame of ``image`` (masks of another size are resized, nearest).
-    """
-    out = image.astype(np.float32).copy()
-    height, width = image.shape[:2]
-    keep = [i for i in range(len(classes))
-            if classes[i] >= 0 and scores[i] >= score_threshold]
-    for rank, i in enumerate(keep):
-        colour = PALETTE[int(classes[i]) % len(PALETTE)].astype(np.float32)
-        if masks is not None:
-            mask = np.asarray(masks[i]).astype(np.uint8)
-            if mask.shape != (height, width):
-                mask = cv2.resize(mask, (width, height),
-                                  interpolation=cv2.INTER_NEAREST)
-            on = mask > 0
-            out[on] = (1 - alpha) * out[on] + alpha * colour
-    out = np.clip(out, 0, 255).astype(np.uint8)
-    for i in keep:
-        colour = tuple(int(c) for c in PALETTE[int(classes[i]) % len(PALETTE)])
-        x1, y1, x2, y2 = (int(round(float(v))) for v in boxes[i])
-        cv2.rectangle(out, (x1, y1), (x2, y2), colour, 1)
-        k = int(classes[i])
-        name = class_names[k] if k < len(class_names) else f"class {k}"
-        label = f"{name} {float(scores[i]):.2f}"
-        (tw, th), _ = cv2.getTextSize(label, cv2.FONT_HERSHEY_SIMPLEX, 0.35, 1)
-        y = max(y1, th + 2)
-        cv2.rectangle(out, (x1, y - th - 2), (x1 + tw + 2, y), colour, -1)
-        cv2.putText(out, label, (x1 + 1, y - 2), cv2.FONT_HERSHEY_SIMPLEX,
-                    0.35, (255, 255, 255), 1, cv2.LINE_AA)
-    return out
-
-
 class CocoEvalCallback(keras.callbacks.Callback):
     """Every ``every`` epochs (and after the last), run ``evaluate_fn()``
     (-> ``{"bbox": {...}, "segm": {...}}``) and add ``val_mask_AP``,
@@ -88,14 +48,16 @@ class CocoEvalCallback(keras.callbacks.Callback):
 
 
 class NetworkCheckpoint(keras.callbacks.Callback):
-    """Save the plain network (``model.network``) as ``.keras``:
+    """Save the plain network (``model.network``) with its experiment
+    (``saving.save_network``) as ``.keras``:
     ``epoch_{NNN}.keras`` every ``every`` epochs, ``last.keras`` each epoch
     and ``best.keras`` when ``monitor`` (default ``val_mask_AP``) improves."""
 
-    def __init__(self, directory, every=1, monitor="val_mask_AP",
+    def __init__(self, directory, config, every=1, monitor="val_mask_AP",
                  enabled=True):
         super().__init__()
         self.directory = directory
+        self.config = config
         self.every = int(every)
         self.monitor = monitor
         self.enabled = enabled
@@ -107,16 +69,19 @@ class NetworkCheckpoint(keras.callbacks.Callback):
             return
         os.makedirs(self.directory, exist_ok=True)
         network = self.model.network
-        network.save(os.path.join(self.directory, "last.keras"))
+        self._save(network, "last.keras")
         if self.every > 0 and (epoch + 1) % self.every == 0:
-            network.save(os.path.join(self.directory,
-                                      f"epoch_{epoch + 1:03d}.keras"))
+            self._save(network, f"epoch_{epoch + 1:03d}.keras")
         value = (logs or {}).get(self.monitor)
         if value is not None and value > self.best:
             self.best, self.best_epoch = float(value), epoch + 1
-            network.save(os.path.join(self.directory, "best.keras"))
+            self._save(network, "best.keras")
             with open(os.path.join(self.directory, "best.json"), "w") as f:
                 json.dump({"epoch": epoch + 1, self.monitor: value}, f)
+
+
+    def _save(self, network, name):
+        save_network(network, os.path.join(self.directory, name), self.config)
 
 
 def read_backup_state(backup_dir):

@@ -30,11 +30,9 @@ import yaml
 
 from orienmask_tf.config import config_to_dict
 from orienmask_tf.training import callbacks as cb
-from orienmask_tf.training.builders import inference_args
-from orienmask_tf.training.builders import load_network
-from orienmask_tf.training.builders import make_network
-from orienmask_tf.training.builders import make_train_encoder
-from orienmask_tf.training.builders import make_train_model
+from orienmask_tf.saving import load_network
+from orienmask_tf.saving import save_network
+from orienmask_tf.training.train_model import TrainModel
 from orienmask_tf.training.optimizer import make_optimizer
 from orienmask_tf.training.schedules import make_schedule
 from orienmask_tf.training.strategy import distributed_dataset
@@ -60,13 +58,13 @@ def resolve_precision(policy):
 
 def build_network(config):
     """The network of ``config``, initialised from ``train.init_weights``
-    (a ``.keras`` of the same architecture, e.g. from ``orienmask-tf
+    (a ``.keras`` of the same network, e.g. from ``orienmask-tf
     convert``: an official checkpoint, or a pretrained backbone with fresh
     heads), BatchNorm frozen with ``train.freeze_bn``."""
-    network = make_network(config)
+    network = config.family.build_network(config)
     if config.train.init_weights:
         path = config.train.init_weights
-        source = load_network(path, config, what="train.init_weights")
+        source, _ = load_network(path, config, what="train.init_weights")
         network.set_weights(source.get_weights())
         logger.info("initialized from %s", path)
     if config.train.freeze_bn:
@@ -96,7 +94,7 @@ def build_train_model(config, strategy, steps_per_epoch):
             strategy.num_replicas_in_sync)
     with strategy.scope():
         network = build_network(config)
-        model = make_train_model(config, network)
+        model = TrainModel(network, config.family.make_loss(config))
         model.build((None,) + tuple(config.image_size) + (3,))
         schedule = make_schedule(config.train, steps_per_epoch)
         model.compile(optimizer=make_optimizer(config.train, schedule),
@@ -120,7 +118,7 @@ def _output_dirs(config, output_dir):
 
 def train(config, output_dir=None, devices=None, extra_callbacks=(),
           verbose=1, evaluate=True):
-    """Train the network of ``config`` (OrienMask or YOLACT, by
+    """Train the network of ``config`` (its family's, by
     ``model.architecture``) as it says; returns a summary dict.
 
     Args:
@@ -168,7 +166,7 @@ def train(config, output_dir=None, devices=None, extra_callbacks=(),
     evaluator = None
     if evaluate and chief and config.train.eval_every > 0 \
             and config.data.val_annotations:
-        from orienmask_tf.training.evaluate import NetworkEvaluator
+        from orienmask_tf.inference.evaluate import NetworkEvaluator
 
         evaluator = NetworkEvaluator(config, "val",
                                      max_images=config.train.eval_max_images)
@@ -186,7 +184,9 @@ def train(config, output_dir=None, devices=None, extra_callbacks=(),
               flush=True)
     # A resumed run continues the data stream where the backup left it.
     start_batch = int(state["global_step"]) if state is not None else 0
-    encoder = make_train_encoder(config)
+    # float16 OrienMask orientation targets: half the memory per example at
+    # 544; the loss computes in float32.
+    encoder = config.family.make_encoder(config, orien_dtype="float16")
     dataset = distributed_dataset(strategy, lambda ctx: build_dataset(
         config, "train", input_context=ctx, encoder=encoder, coco=coco,
         start_batch=start_batch))
@@ -199,7 +199,7 @@ def train(config, output_dir=None, devices=None, extra_callbacks=(),
                 lambda: evaluator(model.network),
                 every=config.train.eval_every, total_epochs=epochs))
         result.append(cb.NetworkCheckpoint(
-            os.path.join(root, "checkpoints"),
+            os.path.join(root, "checkpoints"), config,
             every=config.train.checkpoint_every, enabled=chief))
         result.append(keras.callbacks.CSVLogger(
             os.path.join(root, "history.csv"), append=True))
@@ -244,7 +244,7 @@ def train(config, output_dir=None, devices=None, extra_callbacks=(),
                "global_step": int(model.optimizer.iterations.numpy())}
     if chief:
         final = os.path.join(root, "model.keras")
-        model.network.save(final)
+        save_network(model.network, final, config)
         summary["model"] = final
         best = os.path.join(root, "checkpoints", "best.keras")
         if os.path.exists(best):
@@ -266,7 +266,7 @@ def _image_callback(config, model, evaluator, root):
         if len(images) >= count:
             break
     images = np.stack(images[:count])
-    anchors, decode = inference_args(config)
+    anchors, decode = config.family.inference_args(config)
 
     def detect(batch):
         inference = InferenceModel(model.network, config.image_size,

@@ -1,33 +1,38 @@
-"""Training wrappers for ``fit``: the plain network plus its loss.
+"""The training wrapper for ``fit``: the plain network plus its loss.
 
-The exported network stays the plain ``OrienMask`` / ``Yolact``
-(``self.network``); a wrapper only adds ``compute_loss`` and one ``Mean``
-tracker per loss item, which appear in the progress bar, the history and
-TensorBoard.
+The exported network stays the family's plain network (``self.network``);
+the wrapper only adds ``compute_loss`` and one ``Mean`` tracker per loss
+item, which appear in the progress bar, the history and TensorBoard. The
+loss is the family's (``Family.make_loss``): an object with ``item_names``
+and ``loss_items(y, y_pred) -> (items, total)``.
 """
 
 import keras
 import tensorflow as tf
 
-from orienmask_tf.losses import LOSS_ITEM_NAMES
-from orienmask_tf.losses import OrienMaskLoss
-from orienmask_tf.losses.yolact_loss import YolactClassificationLoss
-from orienmask_tf.losses.yolact_loss import YolactSegmLoss
 
 
-class _TrainModel(keras.Model):
-    """``fit`` plumbing shared by both architectures.
+class TrainModel(keras.Model):
+    """``fit`` wrapper of a family's network and its loss.
 
-    Subclasses set ``item_names`` and implement ``loss_items(y, y_pred)``
-    -> ``(items {name: scalar}, total scalar)``; both are means over the
-    per-replica batch.
+    Args:
+        network: the plain network (what is saved and exported).
+        loss: the family's training loss: ``item_names`` and
+            ``loss_items(y, y_pred)`` -> ``(items {name: scalar}, total
+            scalar)``, both means over the per-replica batch.
+
+    ``fit`` data: ``(images, targets)`` with the family's batched target
+    encoder output as targets.
     """
 
-    item_names = ()
-
-    def __init__(self, network, **kwargs):
+    def __init__(self, network, loss, **kwargs):
         super().__init__(**kwargs)
+        if not callable(getattr(loss, "loss_items", None)):
+            raise TypeError(f"loss must have loss_items(y, y_pred), got "
+                            f"{loss!r}")
         self.network = network
+        self.training_loss = loss
+        self.item_names = tuple(loss.item_names)
         self.item_trackers = [keras.metrics.Mean(name=name)
                               for name in self.item_names]
         # Under MultiWorkerMirroredStrategy Keras 3.15 reduces the step logs
@@ -53,12 +58,9 @@ class _TrainModel(keras.Model):
     def call(self, images, training=False):
         return self.network(images, training=training)
 
-    def loss_items(self, y, y_pred):
-        raise NotImplementedError
-
     def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None,
                      training=True):
-        items, total = self.loss_items(y, y_pred)
+        items, total = self.training_loss.loss_items(y, y_pred)
         for name, tracker in zip(self.item_names, self.item_trackers):
             tracker.update_state(items[name])
         # The items are means over the per-replica batch, and gradients are
@@ -73,64 +75,3 @@ class _TrainModel(keras.Model):
         if losses:
             total = total + tf.add_n(losses) / float(replicas)
         return total
-
-
-class OrienMaskTrainModel(_TrainModel):
-    """Training wrapper (paper Sec. 3.3 loss, Eq. 4-5).
-
-    Args:
-        network: an ``OrienMask``.
-        loss: an ``OrienMaskLoss`` (all seven items).
-
-    ``fit`` data: ``(images (B, H, W, 3), targets)`` with the batched
-    ``OrienMaskTargetEncoder`` output as targets. Each item is logged
-    summed over the three scales.
-    """
-
-    item_names = LOSS_ITEM_NAMES
-
-    def __init__(self, network, loss, **kwargs):
-        if not isinstance(loss, OrienMaskLoss):
-            raise TypeError(f"loss must be an OrienMaskLoss, got {loss!r}")
-        super().__init__(network, **kwargs)
-        self.orienmask_loss = loss
-
-    def loss_items(self, y, y_pred):
-        items = self.orienmask_loss.loss_items(y, y_pred)
-        logged = {name: tf.add_n([items[s][name]
-                                  for s in self.orienmask_loss.names])
-                  for name in self.item_names}
-        return logged, items["loss_total"]
-
-
-class YolactTrainModel(_TrainModel):
-    """Training wrapper of YOLACT (maIoU paper, mmdet ``YOLACT.forward_train``).
-
-    Args:
-        network: a ``Yolact``.
-        losses: ``{"loss_cls", "loss_bbox", "loss_mask", "loss_segm"}``
-            ``keras.losses.Loss`` terms (``losses.yolact_loss``); the total
-            is their sum, as mmdet's.
-
-    ``fit`` data: ``(images (B, H, W, 3) normalised, targets)`` with the
-    batched ``YolactTargetEncoder`` output as targets.
-    """
-
-    item_names = ("loss_cls", "loss_bbox", "loss_mask", "loss_segm")
-
-    def __init__(self, network, losses, **kwargs):
-        if set(losses) != set(self.item_names):
-            raise ValueError(f"losses must have the keys {self.item_names}, "
-                             f"got {sorted(losses)}")
-        if not isinstance(losses["loss_cls"], YolactClassificationLoss) or \
-                not isinstance(losses["loss_segm"], YolactSegmLoss):
-            raise TypeError("losses must be the yolact_loss terms")
-        super().__init__(network, **kwargs)
-        self.yolact_losses = dict(losses)
-
-    def loss_items(self, y, y_pred):
-        # ``call`` directly: each term is already the normalised batch
-        # total, and Loss.__call__ would cast the integer targets to float.
-        items = {name: self.yolact_losses[name].call(y, y_pred)
-                 for name in self.item_names}
-        return items, tf.add_n(list(items.values()))

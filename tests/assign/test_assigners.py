@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from orienmask_tf.targets import maiou
-from orienmask_tf.targets.assigners import ATSSAssigner, MaxIoUAssigner
+from orienmask_tf.assign import maiou
+from orienmask_tf.assign.assigners import ATSSAssigner, MaxIoUAssigner
 from tests.assign import official_numpy
 from tests.assign.cases import CASES, load_case, levels
 
@@ -147,7 +147,7 @@ def _random_image(seed, num_gts=6, size=128):
 
 @pytest.mark.parametrize("seed", [0, 1, 2])
 def test_against_numpy_port_random_images(seed):
-    from orienmask_tf.ops.anchors_mmdet import atss_anchors
+    from orienmask_tf.families.yolact.anchors import atss_anchors
     anchors, counts = atss_anchors(128, scales_per_octave=2)
     boxes, masks, labels = _random_image(seed)
     m, ious, _ = official_numpy.maiou_calculator(boxes, anchors, masks)
@@ -224,7 +224,7 @@ def test_eager_tf_function_and_tf_data_agree(index):
 
 
 def test_picture(tmp_path):
-    from orienmask_tf.targets.assign_vis import save_assignments_png
+    from orienmask_tf.assign.pictures import save_assignments_png
     import cv2
     case = load_case(0)
     assignments = {

@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from orienmask_tf.ops import anchors_mmdet
-from orienmask_tf.targets import maiou
+from orienmask_tf.families.yolact import anchors as anchors_mmdet
+from orienmask_tf.assign import maiou
 from tests.assign import official_numpy
 from tests.assign.cases import CASES, FIXTURE_FILES, load_case, levels
 from tests.testing import reference_path

@@ -7,9 +7,9 @@ tests/fixtures/reference/orienmask_forward/README.md); torch is not needed.
 import numpy as np
 import pytest
 
-from orienmask_tf.convert import convert_state_dict
-from orienmask_tf.models import OrienMask
-from orienmask_tf.models.orienmask import OUTPUT_KEYS
+from orienmask_tf.families.orienmask.checkpoint import convert_state_dict
+from orienmask_tf.families.orienmask.network import OrienMask
+from orienmask_tf.families.orienmask.network import OUTPUT_KEYS
 from tests import testing
 
 ATOL = 1e-3  # issue target: max abs difference <= 1e-3 at 544x544

@@ -1,12 +1,12 @@
 import numpy as np
 import pytest
 
-from orienmask_tf.convert import CheckpointError
-from orienmask_tf.convert import check_official_config
-from orienmask_tf.convert import convert_state_dict
-from orienmask_tf.convert import state_dict_from_model
-from orienmask_tf.convert import torch_weight_map
-from orienmask_tf.models import OrienMask
+from orienmask_tf.convert.torch_checkpoint import CheckpointError
+from orienmask_tf.families.orienmask.checkpoint import check_official_config
+from orienmask_tf.families.orienmask.checkpoint import convert_state_dict
+from orienmask_tf.families.orienmask.checkpoint import state_dict_from_model
+from orienmask_tf.families.orienmask.checkpoint import torch_weight_map
+from orienmask_tf.families.orienmask.network import OrienMask
 from tests import testing
 
 

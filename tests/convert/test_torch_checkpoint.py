@@ -1,10 +1,10 @@
 import numpy as np
 import pytest
 
-from orienmask_tf.convert import CheckpointError
-from orienmask_tf.convert import load_state_dict
-from orienmask_tf.convert import state_dict_from_model
-from orienmask_tf.models import OrienMask
+from orienmask_tf.convert.torch_checkpoint import CheckpointError
+from orienmask_tf.convert.torch_checkpoint import load_state_dict
+from orienmask_tf.families.orienmask.checkpoint import state_dict_from_model
+from orienmask_tf.families.orienmask.network import OrienMask
 from tests import testing
 
 @pytest.fixture(scope="module")

@@ -5,6 +5,8 @@ import pytest
 from orienmask_tf.data import augment
 from orienmask_tf.data import coco
 from orienmask_tf.data import shapes
+from orienmask_tf.families.orienmask import augment as orienmask_augment
+from orienmask_tf.families.yolact import augment as yolact_augment
 from tests.testing import TESTS_DIR
 
 TINY = TESTS_DIR / "fixtures" / "tiny_coco"
@@ -38,17 +40,17 @@ def painted_example(seed, height=90, width=120, crowd=True):
 
 
 def orienmask_train(size=(64, 96), **kwargs):
-    return augment.OrienMaskTrainTransform(size, **{**NO_JITTER, **kwargs})
+    return orienmask_augment.OrienMaskTrainTransform(size, **{**NO_JITTER, **kwargs})
 
 
 def yolact_train(size=(64, 96), **kwargs):
-    return augment.YolactTrainTransform(size, **{**NO_DISTORTION, **kwargs})
+    return yolact_augment.YolactTrainTransform(size, **{**NO_DISTORTION, **kwargs})
 
 
 def to_gray_0_255(out, recipe):
     image = out["image"]
     if recipe == "yolact":
-        image = image * augment.YOLACT_STD + augment.YOLACT_MEAN
+        image = image * yolact_augment.YOLACT_STD + yolact_augment.YOLACT_MEAN
     else:
         image = image * 255.0
     return image
@@ -109,8 +111,8 @@ def test_image_masks_boxes_stay_aligned_over_many_seeds(recipe):
 @pytest.mark.parametrize("recipe", ["orienmask", "orienmask_official_order",
                                     "yolact"])
 def test_with_photometric_augmentation_geometry_still_holds(recipe):
-    transform = (augment.YolactTrainTransform((64, 64)) if recipe == "yolact"
-                 else augment.OrienMaskTrainTransform(
+    transform = (yolact_augment.YolactTrainTransform((64, 64)) if recipe == "yolact"
+                 else orienmask_augment.OrienMaskTrainTransform(
                      (64, 64), jitter_first=recipe != "orienmask"))
     for seed in range(30):
         image, masks, classes, crowd = painted_example(seed)
@@ -146,7 +148,7 @@ def test_orienmask_crop_window_keeps_every_box_partly():
         xs = np.sort(rng.uniform(0, 100, (4, 2)), axis=1)
         ys = np.sort(rng.uniform(0, 100, (4, 2)), axis=1)
         boxes = np.stack([xs[:, 0], ys[:, 0], xs[:, 1], ys[:, 1]], -1)
-        top, down, left, right = augment.orienmask_crop_window(
+        top, down, left, right = orienmask_augment.orienmask_crop_window(
             boxes, 100, 100, rng)
         assert 0 <= left < right <= 100 and 0 <= top < down <= 100
         # At least 0.8 (= sqrt 0.64) of each box's width/height is kept.
@@ -210,17 +212,17 @@ def test_yolact_drops_boxes_smaller_than_4_pixels():
     masks = np.zeros((2, 40, 40), np.uint8)
     masks[0, 5:20, 5:20] = 1
     masks[1, 30:33, 30:38] = 1  # 3 px high
-    out = augment.YolactEvalTransform((40, 40))(image, masks, [0, 1], None)
+    out = yolact_augment.YolactEvalTransform((40, 40))(image, masks, [0, 1], None)
     assert len(out["classes"]) == 2  # eval keeps it
-    t = augment.YolactTrainTransform((40, 40), expand_p=0.0, min_ious=())
+    t = yolact_augment.YolactTrainTransform((40, 40), expand_p=0.0, min_ious=())
     out = t(image, masks, np.array([0, 1]), None, np.random.default_rng(0))
     assert out["classes"].tolist() == [0]
 
 
 def test_seeded_and_reproducible():
     example = painted_example(3)
-    for transform in (augment.OrienMaskTrainTransform((64, 64)),
-                      augment.YolactTrainTransform((64, 64))):
+    for transform in (orienmask_augment.OrienMaskTrainTransform((64, 64)),
+                      yolact_augment.YolactTrainTransform((64, 64))):
         a = transform(*example, np.random.default_rng(11))
         b = transform(*example, np.random.default_rng(11))
         c = transform(*example, np.random.default_rng(12))
@@ -232,7 +234,7 @@ def test_seeded_and_reproducible():
 def test_eval_transforms_match_the_official_resize():
     ds = coco.load_coco(TINY / "instances.json", TINY / "images")
     ex = ds.load_example(0)
-    out = augment.OrienMaskEvalTransform((96, 128))(
+    out = orienmask_augment.OrienMaskEvalTransform((96, 128))(
         ex["image"], ex["masks"], ex["classes"], ex["crowd_mask"])
     expected = cv2.resize(ex["image"].astype(np.float32), (128, 96)) / 255
     np.testing.assert_allclose(out["image"], expected, atol=1e-6)
@@ -240,11 +242,11 @@ def test_eval_transforms_match_the_official_resize():
         out["masks"][0], cv2.resize(ex["masks"][0], (128, 96),
                                     interpolation=cv2.INTER_NEAREST))
     np.testing.assert_allclose(out["info"], [2, 2, 0, 0, 48, 64])
-    out = augment.YolactEvalTransform((96, 128))(
+    out = yolact_augment.YolactEvalTransform((96, 128))(
         ex["image"], ex["masks"], ex["classes"], ex["crowd_mask"])
     np.testing.assert_allclose(
-        out["image"], (expected * 255 - augment.YOLACT_MEAN)
-        / augment.YOLACT_STD, atol=1e-4)
+        out["image"], (expected * 255 - yolact_augment.YOLACT_MEAN)
+        / yolact_augment.YOLACT_STD, atol=1e-4)
 
 
 def test_color_jitter_official_ranges():
@@ -262,5 +264,8 @@ def test_color_jitter_official_ranges():
 
 
 def test_unknown_recipe():
-    with pytest.raises(ValueError, match="unknown augmentation recipe"):
-        augment.make_transform("mosaic", True, (64, 64))
+    from orienmask_tf.config import ConfigError
+    from orienmask_tf.config import load_config
+
+    with pytest.raises(ConfigError, match="data.recipe: 'mosaic' does not"):
+        load_config(None, ["data.recipe=mosaic"])

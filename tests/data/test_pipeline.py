@@ -4,10 +4,12 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from orienmask_tf.config import DataConfig
 from orienmask_tf.config import load_config
 from orienmask_tf.data import coco
 from orienmask_tf.data import pipeline
 from orienmask_tf.data import shapes
+from orienmask_tf.cli import build_parser
 from orienmask_tf.data import tfrecord
 from tests.testing import CONFIGS_DIR
 from tests.testing import TESTS_DIR
@@ -29,7 +31,7 @@ def config():
 
 
 def data_config(root, **kwargs):
-    return pipeline.DataConfig(
+    return DataConfig(
         train_annotations=str(root / "annotations/instances_train.json"),
         train_images=str(root / "train"),
         val_annotations=str(root / "annotations/instances_val.json"),
@@ -115,7 +117,7 @@ def test_sharding_and_per_replica_batch(shapes_dir, config):
 
 
 def test_encoder_hook_runs_in_the_pipeline(shapes_dir, config):
-    encoder = pipeline.make_encoder(config)
+    encoder = config.family.make_encoder(config)
     ds = pipeline.build_dataset(config, "train", data=data_config(shapes_dir),
                                 encoder=encoder)
     images, targets = next(iter(ds))
@@ -148,7 +150,10 @@ def test_eval_split_keeps_every_image_and_its_info(shapes_dir, config):
     np.testing.assert_allclose(infos[0], [64 / 72, 96 / 100, 0, 0, 72, 100])
 
 
-def test_yolact_recipe(shapes_dir, config):
+def test_yolact_recipe(shapes_dir):
+    # The augmentation recipe is the model family's.
+    config = load_config(CONFIGS_DIR / "yolact_tiny.yaml", [
+        "model.num_classes=5", "train.batch_size=4", "image_size=[64,96]"])
     data = data_config(shapes_dir, recipe="yolact")
     images, gt = next(iter(pipeline.build_dataset(config, "train", data=data)))
     assert images.shape == (4, 64, 96, 3)
@@ -192,7 +197,7 @@ def test_corrupt_image_in_the_pipeline(tmp_path, config):
     for name in ("a.jpg", "b.png", "c.jpg"):
         (images / name).write_bytes((TINY / "images" / name).read_bytes())
     (images / "a.jpg").write_bytes(b"garbage")
-    data = pipeline.DataConfig(val_annotations=str(TINY / "instances.json"),
+    data = DataConfig(val_annotations=str(TINY / "instances.json"),
                                val_images=str(images), max_instances=4)
     ds = pipeline.build_dataset(config, "val", data=data)
     with pytest.raises(tf.errors.OpError, match="a.jpg: cannot decode"):
@@ -220,9 +225,7 @@ def test_prepare_data_verifies_images(tmp_path, capsys):
     for name in ("a.jpg", "b.png", "c.jpg"):
         (images / name).write_bytes((TINY / "images" / name).read_bytes())
     (images / "c.jpg").write_bytes(b"\xff\xd8 truncated")
-    import argparse
-    parser = argparse.ArgumentParser()
-    tfrecord.add_parser(parser.add_subparsers())
+    parser = build_parser()
     argv = ["prepare-data", "--annotations", str(TINY / "instances.json"),
             "--images", str(images), "--output", str(tmp_path / "out/val"),
             "--num-shards", "2"]
@@ -239,15 +242,15 @@ def test_prepare_data_verifies_images(tmp_path, capsys):
 
 def test_missing_split_paths(config):
     with pytest.raises(ValueError, match="data.train_annotations"):
-        pipeline.build_dataset(config, "train", data=pipeline.DataConfig())
+        pipeline.build_dataset(config, "train", data=DataConfig())
     with pytest.raises(ValueError, match="split"):
-        pipeline.build_dataset(config, "test", data=pipeline.DataConfig())
+        pipeline.build_dataset(config, "test", data=DataConfig())
 
 
 def test_tiny_fixture_with_crowd_and_an_empty_image_through_the_encoder():
     config = load_config(CONFIGS_DIR / "tiny.yaml",
                          ["model.num_classes=2", "train.batch_size=3"])
-    data = pipeline.DataConfig(train_annotations=str(TINY / "instances.json"),
+    data = DataConfig(train_annotations=str(TINY / "instances.json"),
                                train_images=str(TINY / "images"),
                                max_instances=4, deterministic=True)
     ds = pipeline.build_dataset(config, "train", data=data)
@@ -256,6 +259,6 @@ def test_tiny_fixture_with_crowd_and_an_empty_image_through_the_encoder():
     assert counts[0] == 0 and counts[-1] <= 2  # the empty image c.jpg
     assert gt["crowd_mask"].numpy().sum() > 0  # a.jpg's crowd region
     ds = pipeline.build_dataset(config, "train", data=data,
-                                encoder=pipeline.make_encoder(config))
+                                encoder=config.family.make_encoder(config))
     for images, targets in ds.take(3):
         assert np.isfinite(targets["box_targets_s8"].numpy()).all()

@@ -1,10 +1,10 @@
-import argparse
 import hashlib
 import json
 
 import numpy as np
 
 from orienmask_tf.data import coco
+from orienmask_tf.cli import build_parser
 from orienmask_tf.data import shapes
 
 
@@ -56,8 +56,7 @@ def test_coco_like_dataset(tmp_path):
 
 
 def test_cli_parser(tmp_path, capsys):
-    parser = argparse.ArgumentParser()
-    shapes.add_parser(parser.add_subparsers())
+    parser = build_parser()
     args = parser.parse_args(["make-shapes", "--out", str(tmp_path),
                               "--num-train", "2", "--num-val", "1",
                               "--image-size", "32", "48"])

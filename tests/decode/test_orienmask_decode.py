@@ -2,12 +2,12 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from orienmask_tf.decode import OrienMaskDecoder
-from orienmask_tf.decode import decode_orienmask
-from orienmask_tf.decode import to_original_frame
-from orienmask_tf.decode import upsample_bilinear
+from orienmask_tf.families.orienmask.decode import OrienMaskDecoder
+from orienmask_tf.families.orienmask.decode import decode_orienmask
 from orienmask_tf.ops.nms import fast_nms_mask
+from orienmask_tf.ops.frames import to_original_frame
 from orienmask_tf.ops.nms import greedy_nms_mask
+from orienmask_tf.ops.resize import upsample_bilinear
 from tests.testing import reference_path
 
 STRIDES = (32, 16, 8)
@@ -122,7 +122,8 @@ def test_upsample_matches_torch_interpolate():
     y = z["output"].transpose(0, 2, 3, 1)
     for fn in (upsample_bilinear,
                tf.function(upsample_bilinear, jit_compile=True)):
-        np.testing.assert_allclose(fn(x).numpy(), y, rtol=0, atol=1e-6)
+        np.testing.assert_allclose(fn(tf.constant(x), 4).numpy(), y, rtol=0,
+                                   atol=1e-6)
 
 
 def test_decoder_class_eager_function_xla_agree():
@@ -310,9 +311,9 @@ def test_to_original_frame_hand_computed():
     masks[0, 0, 2:4, 1:3] = True      # original pixel (0, 0)
     masks[0, 0, 8:10, 11:13] = True   # original pixel (3, 5)
     masks[0, 1, 4, 5] = True          # centre sample of original (1, 2)
+    # image_info [scale_y, scale_x, pad_top, pad_left, h0, w0]
     out_boxes, out_masks = to_original_frame(boxes, tf.constant(masks),
-                                             scale=2.0, pad=(2, 1),
-                                             original_size=(4, 6))
+                                             [2.0, 2.0, 2.0, 1.0, 4, 6])
     np.testing.assert_allclose(out_boxes.numpy(),
                                [[[1.0, 1.0, 4.0, 4.0],
                                  [0.0, 0.0, 6.0, 4.0]]])
@@ -322,7 +323,8 @@ def test_to_original_frame_hand_computed():
     # floor((j+0.5)*2+1)) = (2i+3, 2j+2): (1, 2) -> (5, 6), not (4, 5).
     np.testing.assert_array_equal(out_masks.numpy(), expected)
     masks[0, 1, 5, 6] = True
-    _, out_masks = to_original_frame(boxes, tf.constant(masks), (2.0, 2.0),
-                                     (2.0, 1.0), (4, 6))
+    _, out_masks = to_original_frame(boxes, tf.constant(masks),
+                                     tf.constant([2.0, 2.0, 2.0, 1.0, 4, 6]),
+                                     original_size=(4, 6))
     expected[0, 1, 1, 2] = True
     np.testing.assert_array_equal(out_masks.numpy(), expected)

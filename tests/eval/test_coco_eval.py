@@ -1,15 +1,17 @@
-import argparse
 import json
 
 import numpy as np
 import pytest
 from pycocotools import mask as mask_utils
 
+from orienmask_tf.config import DataConfig
 from orienmask_tf.config import load_config
 from orienmask_tf.data import coco
 from orienmask_tf.data import pipeline
 from orienmask_tf.data import shapes
 from orienmask_tf.eval import coco_eval
+from orienmask_tf.cli import build_parser
+from orienmask_tf.ops.frames import to_original_frame
 from tests.testing import CONFIGS_DIR
 from tests.testing import TESTS_DIR
 
@@ -112,8 +114,8 @@ def test_to_original_frame_inverts_resize_pad_and_flip():
     info = [2.0, -2.0, 4.0, 132 - 6.0, 40, 60]
     box = [[132 - (6 + 50), 4 + 20, 132 - (6 + 10), 4 + 40]]
     for interpolation in ("bilinear", "nearest"):
-        boxes, masks = coco_eval.to_original_frame(box, flipped[None], info,
-                                                   interpolation)
+        boxes, masks = to_original_frame(box, flipped[None], info,
+                                         interpolation)
         np.testing.assert_allclose(boxes, [[5, 10, 25, 20]])
         np.testing.assert_array_equal(masks[0], mask0)
 
@@ -124,8 +126,9 @@ def test_to_original_frame_upsamples_like_the_official_evaluator():
     # to the original size, then round (> 0.5 is foreground).
     rng = np.random.default_rng(0)
     small = (rng.random((1, 17, 23)) > 0.5).astype(np.uint8)
-    _, masks = coco_eval.to_original_frame(
-        np.zeros((1, 4)), small, [17 / 40, 23 / 50, 0, 0, 40, 50])
+    _, masks = to_original_frame(
+        np.zeros((1, 4)), small, [17 / 40, 23 / 50, 0, 0, 40, 50],
+        interpolation="bilinear")
     expected = cv2.resize(small[0].astype(np.float32), (50, 40),
                           interpolation=cv2.INTER_LINEAR) > 0.5
     np.testing.assert_array_equal(masks[0], expected)
@@ -137,7 +140,7 @@ def test_pipeline_ground_truth_through_the_evaluator_is_ap_1(tmp_path):
     paths = shapes.make_shapes(tmp_path, 1, 6, (64, 96), seed=3)
     config = load_config(CONFIGS_DIR / "tiny.yaml",
                          ["model.num_classes=5", "train.batch_size=2"])
-    data = pipeline.DataConfig(val_annotations=paths["val"],
+    data = DataConfig(val_annotations=paths["val"],
                                val_images=str(tmp_path / "val"),
                                max_instances=30)
     loaded = coco.load_coco(paths["val"], tmp_path / "val")
@@ -154,8 +157,7 @@ def test_pipeline_ground_truth_through_the_evaluator_is_ap_1(tmp_path):
     assert stats["bbox"]["AP"] == pytest.approx(1.0)
     evaluator.save(tmp_path / "results.json")
 
-    parser = argparse.ArgumentParser()
-    coco_eval.add_parser(parser.add_subparsers())
+    parser = build_parser()
     args = parser.parse_args(["evaluate", "--annotations", paths["val"],
                               "--results", str(tmp_path / "results.json"),
                               "--output", str(tmp_path / "metrics.json")])
@@ -180,8 +182,7 @@ def test_detections_to_coco_skips_padding():
 
 def test_bad_results_file(tmp_path):
     (tmp_path / "r.json").write_text("{oops")
-    parser = argparse.ArgumentParser()
-    coco_eval.add_parser(parser.add_subparsers())
+    parser = build_parser()
     args = parser.parse_args(["evaluate", "--annotations",
                               str(TINY / "instances.json"), "--results",
                               str(tmp_path / "r.json")])
@@ -219,9 +220,10 @@ def test_mask_recovery_matches_the_official_torch_code():
     rng = np.random.default_rng(1)
     small = (rng.random((3, 17, 23)) > 0.5).astype(np.uint8)
     for size in ((40, 50), (9, 11)):
-        _, ours = coco_eval.to_original_frame(
+        _, ours = to_original_frame(
             np.zeros((3, 4)), small,
-            [17 / size[0], 23 / size[1], 0, 0, size[0], size[1]])
+            [17 / size[0], 23 / size[1], 0, 0, size[0], size[1]],
+            interpolation="bilinear")
         ref = torch.nn.functional.interpolate(
             torch.from_numpy(small)[None].float(), size=size,
             mode="bilinear", align_corners=False)[0].round().to(torch.uint8)

@@ -231,7 +231,8 @@ def test_export_reports_bad_arguments(exported, capsys):
                      "--output", str(exported["tmp"] / "x.tflite")]) == 2
     assert "--calibration-images" in capsys.readouterr().err
     assert cli.main([*base, "--set", "model.num_classes=5"]) == 2
-    assert "3 classes but the config says" in capsys.readouterr().err
+    assert "has num_classes=3 but the config says model.num_classes=5" \
+        in capsys.readouterr().err
     assert cli.main(["export", "--model", "missing.keras", "--config",
                      TINY]) == 2
     assert "no such file" in capsys.readouterr().err

@@ -15,17 +15,17 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from orienmask_tf.convert.yolact_keys import convert_state_dict
-from orienmask_tf.convert.yolact_keys import state_dict_from_model
-from orienmask_tf.data.augment import YolactEvalTransform
-from orienmask_tf.decode.yolact_decode import pairwise_iou_xyxy
-from orienmask_tf.decode.yolact_decode import split_levels
+from orienmask_tf.families.yolact.checkpoint import convert_state_dict
+from orienmask_tf.families.yolact.checkpoint import state_dict_from_model
+from orienmask_tf.families.yolact.augment import YolactEvalTransform
+from orienmask_tf.families.yolact.decode import split_levels
 from orienmask_tf.export.onnx import export_onnx
 from orienmask_tf.export.saved_model import export_saved_model
 from orienmask_tf.export.serving import InferenceModel
 from orienmask_tf.export.tflite import convert_tflite
-from orienmask_tf.models.yolact import Yolact
-from orienmask_tf.ops.yolact_ops import yolact_config_anchors
+from orienmask_tf.families.yolact.network import Yolact
+from orienmask_tf.families.yolact.ops import yolact_config_anchors
+from orienmask_tf.ops.box_ops import pairwise_iou
 from tests import testing
 
 RUNNER = os.path.join(os.path.dirname(__file__), "run_exported.py")
@@ -244,8 +244,8 @@ def _matched_agreement(got, expected):
     matched, agreement = [], []
     for b in range(len(expected["num_detections"])):
         n = int(expected["num_detections"][b])
-        iou = pairwise_iou_xyxy(expected["boxes"][b, :n],
-                                got["boxes"][b]).numpy()
+        iou = pairwise_iou(expected["boxes"][b, :n], got["boxes"][b],
+                           eps=1e-6)
         same = expected["classes"][b, :n, None] == got["classes"][b][None]
         iou = np.where(same, iou, -1.0)
         best = iou.argmax(axis=1)

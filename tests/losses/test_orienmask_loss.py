@@ -3,13 +3,13 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from orienmask_tf.losses import LOSS_ITEM_NAMES
-from orienmask_tf.losses import OrienMaskLoss
-from orienmask_tf.losses import OrientationLoss
-from orienmask_tf.losses import YoloDetectionLoss
-from orienmask_tf.losses.orienmask_loss import decode_grid_boxes
-from orienmask_tf.losses.orienmask_loss import split_box_prediction
-from orienmask_tf.losses.orienmask_loss import upsample_orientation
+from orienmask_tf.families.orienmask.loss import LOSS_ITEM_NAMES
+from orienmask_tf.families.orienmask.loss import OrienMaskLoss
+from orienmask_tf.families.orienmask.loss import OrientationLoss
+from orienmask_tf.families.orienmask.loss import YoloDetectionLoss
+from orienmask_tf.families.orienmask.loss import decode_grid_boxes
+from orienmask_tf.families.orienmask.loss import split_box_prediction
+from orienmask_tf.families.orienmask.loss import upsample_orientation
 from tests.targets.fixture_utils import LOSS_CASES
 from tests.targets.fixture_utils import batched_targets
 from tests.targets.fixture_utils import encoder_for

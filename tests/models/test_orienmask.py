@@ -3,8 +3,8 @@ import pytest
 import keras
 
 from orienmask_tf.layers import conv_bn_leaky
-from orienmask_tf.models import OrienMask
-from orienmask_tf.models.orienmask import OUTPUT_KEYS
+from orienmask_tf.families.orienmask.network import OrienMask
+from orienmask_tf.families.orienmask.network import OUTPUT_KEYS
 from tests import testing
 
 

@@ -2,7 +2,7 @@
 
 import numpy as np
 
-from orienmask_tf.targets import OrienMaskTargetEncoder
+from orienmask_tf.families.orienmask.encoder import OrienMaskTargetEncoder
 from tests.testing import reference_path
 
 LOSS_CASES = (0, 1, 2, 3)

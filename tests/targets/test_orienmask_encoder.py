@@ -2,10 +2,10 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from orienmask_tf.targets import ORIEN_IGNORE
-from orienmask_tf.targets import ORIEN_NEGATIVE
-from orienmask_tf.targets import ORIEN_POSITIVE
-from orienmask_tf.targets import OrienMaskTargetEncoder
+from orienmask_tf.families.orienmask.encoder import ORIEN_IGNORE
+from orienmask_tf.families.orienmask.encoder import ORIEN_NEGATIVE
+from orienmask_tf.families.orienmask.encoder import ORIEN_POSITIVE
+from orienmask_tf.families.orienmask.encoder import OrienMaskTargetEncoder
 from tests.targets.fixture_utils import LOSS_CASES
 from tests.targets.fixture_utils import batched_targets
 from tests.targets.fixture_utils import encoder_for
@@ -270,7 +270,7 @@ def test_float16_storage():
 
 
 def test_render_orientation_targets(tmp_path):
-    from orienmask_tf.targets import render_orientation_targets
+    from orienmask_tf.families.orienmask.orientation import render_orientation_targets
 
     encoder = _encoder()
     gt = _example(96, 160, [(60, 40, 14, 10), (100, 50, 40, 30)])

@@ -17,7 +17,6 @@ import keras  # noqa: E402
 
 from orienmask_tf.data.pipeline import build_dataset  # noqa: E402
 from orienmask_tf.training.fit import build_train_model  # noqa: E402
-from orienmask_tf.training.fit import make_train_encoder  # noqa: E402
 from tests.training.helpers import parity_stats  # noqa: E402
 from tests.training.helpers import tiny_config  # noqa: E402
 
@@ -39,7 +38,8 @@ for variant in ("detection", "duplicated"):
     config = tiny_config(args["root"], "train.freeze_bn=true",
                          "train.batch_size=4", "train.clip_norm=0", weights)
     dataset = build_dataset(config, "train",
-                            encoder=make_train_encoder(config))
+                            encoder=config.family.make_encoder(
+                                config, orien_dtype="float16"))
     batch = next(iter(dataset))
     if variant == "duplicated":
         batch = tf.nest.map_structure(

@@ -51,3 +51,31 @@ def test_epoch_milestones_follow_steps_per_epoch():
     assert schedule.milestones == (2000, 4200, 4900, 5200)
     lr = [float(schedule(s)) for s in (0, 500, 1999, 2000, 5200)]
     assert lr == pytest.approx([4e-4, 4e-3, 4e-3, 4e-4, 4e-7], rel=1e-4)
+
+
+def test_epoch_cosine_matches_the_official_mayolact_schedule():
+    """mmcv CosineAnnealing(by_epoch=True) with linear warm-up: the values
+    the maYOLACT fixture records (mayolact_config.json, derived.lr_examples)."""
+    import json
+
+    from orienmask_tf.config import load_config
+    from orienmask_tf.training.schedules import make_schedule
+    from tests import testing
+
+    recorded = json.loads(testing.reference_path(
+        "mayolact", "mayolact_config.json").read_text())
+    official = recorded["mayolact_550"]
+    train = load_config(None, [
+        "train.schedule=cosine_epoch", "train.epochs=55",
+        f"train.learning_rate={official['optimizer']['lr']}",
+        "train.warmup_iters=500", "train.warmup_ratio=0.1"]).train
+    steps_per_epoch = 3665  # COCO train2017 at batch 32
+    schedule = make_schedule(train, steps_per_epoch)
+    for example in official["derived"]["lr_examples"]:
+        epoch = example["epoch"]
+        step = example["iter"] if epoch == 0 else epoch * steps_per_epoch + 7
+        assert float(schedule(step)) == pytest.approx(example["lr"],
+                                                      rel=1e-5), example
+    # Constant within an epoch, after the warm-up.
+    assert float(schedule(3 * steps_per_epoch)) == float(
+        schedule(4 * steps_per_epoch - 1))

@@ -9,6 +9,7 @@ import pytest
 from tests.testing import assert_drawn_predictions
 from tests.training.helpers import finish
 from tests.training.helpers import run_script
+from tests import testing
 from tests.training.helpers import tiny_config
 
 
@@ -99,7 +100,7 @@ def test_killed_run_resumes_at_epoch_and_step(tmp_path):
                                reference["final_weights"], rtol=1e-5)
 
 
-def test_short_run_lowers_the_loss(tmp_path):
+def test_short_run_lowers_the_loss(tmp_path, monkeypatch, capsys):
     from orienmask_tf.training import train
 
     config = tiny_config(tmp_path, "train.epochs=4",
@@ -118,12 +119,17 @@ def test_short_run_lowers_the_loss(tmp_path):
         assert (tmp_path / "run" / name).exists(), name
     assert os.listdir(tmp_path / "run" / "logs" / "train")
     assert os.listdir(tmp_path / "run" / "logs" / "images")
+    alone = tmp_path / "alone"
+    alone.mkdir()
+    testing.assert_model_file_travels_alone(
+        tmp_path / "run" / "model.keras", alone, tmp_path / "shapes",
+        monkeypatch, capsys)
 
 
 def test_predict_draws_masks(tmp_path):
     from orienmask_tf import cli
     from orienmask_tf.config import config_to_dict
-    from orienmask_tf.models import OrienMask
+    from orienmask_tf.families.orienmask.network import OrienMask
     import yaml
 
     config = tiny_config(tmp_path)

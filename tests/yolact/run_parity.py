@@ -25,7 +25,6 @@ import keras  # noqa: E402
 from orienmask_tf.config import load_config  # noqa: E402
 from orienmask_tf.data.pipeline import build_dataset  # noqa: E402
 from orienmask_tf.training.fit import build_train_model  # noqa: E402
-from orienmask_tf.training.fit import make_train_encoder  # noqa: E402
 from tests.testing import CONFIGS_DIR  # noqa: E402
 from tests.training.helpers import parity_stats  # noqa: E402
 from tests.training.helpers import make_data  # noqa: E402
@@ -38,7 +37,8 @@ config = load_config(
        "data.deterministic=true", "data.num_parallel_calls=1",
        "train.freeze_bn=true", "train.batch_size=4", "train.clip_norm=0",
        "train.optimizer=sgd", "train.learning_rate=0.01"])
-dataset = build_dataset(config, "train", encoder=make_train_encoder(config))
+encoder = config.family.make_encoder(config, orien_dtype="float16")
+dataset = build_dataset(config, "train", encoder=encoder)
 batch = tf.nest.map_structure(lambda t: tf.concat([t[:2], t[:2]], 0),
                               next(iter(dataset)))
 data = tf.data.Dataset.from_tensors(batch)

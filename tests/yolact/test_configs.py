@@ -11,8 +11,8 @@ from orienmask_tf.config import ConfigError
 from orienmask_tf.config import Experiment
 from orienmask_tf.config import config_to_dict
 from orienmask_tf.config import load_config
-from orienmask_tf.ops.anchors_mmdet import center_size_to_corners
-from orienmask_tf.training import builders
+from orienmask_tf.families.yolact.anchors import center_size_to_corners
+from orienmask_tf.families.yolact.config import config_anchors
 from tests import testing
 
 # (scale, assigner) -> (Table 2 mask AP, official config in
@@ -134,18 +134,18 @@ def test_assigner_changes_anchors_encoder_and_head():
             ("atss_giou", 1, "atss", "giou"),
             ("fixed_iou", 3, "max_iou", "iou")):
         config = load_config(base, [f"targets.assigner={assigner}"])
-        encoder = builders.make_train_encoder(config)
+        encoder = config.family.make_encoder(config)
         assert (encoder.assigner, encoder.overlap) == (kind, overlap)
         assert config.model_kwargs()["num_anchors"] == per_location
-        anchors, counts = config.yolact_anchors()
+        anchors, counts = config_anchors(config)
         np.testing.assert_array_equal(encoder.anchors, anchors)
         assert encoder.num_level_anchors == counts
         assert encoder.image_size == config.image_size == (96, 128)
-        losses = builders.make_loss(config)
+        losses = config.family.make_loss(config).terms
         assert {l.num_anchors for l in losses.values()} == {per_location}
     fixed = load_config(base, ["targets.assigner=fixed_iou",
                                "targets.pos_iou_thr=0.6"])
-    assigner = builders.make_train_encoder(fixed)._assign
+    assigner = fixed.family.make_encoder(fixed)._assign
     assert (assigner.pos_iou_thr, assigner.neg_iou_thr,
             assigner.min_pos_iou) == (0.6, 0.4, 0.0)
 
@@ -154,7 +154,7 @@ def test_loss_weights_reach_the_loss_terms():
     config = load_config(testing.CONFIGS_DIR / "yolact_tiny.yaml", [
         "loss.mask_weight=6.125", "loss.box_weight=2", "loss.max_masks=7",
         "loss.neg_pos_ratio=5", "loss.segm_weight=0.5"])
-    losses = builders.make_loss(config)
+    losses = config.family.make_loss(config).terms
     assert losses["loss_mask"].loss_weight == 6.125
     assert losses["loss_mask"].max_masks == 7
     assert losses["loss_mask"].image_size == (96, 128)

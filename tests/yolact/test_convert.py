@@ -7,12 +7,12 @@ import pytest
 
 from orienmask_tf.convert.torch_checkpoint import CheckpointError
 from orienmask_tf.convert.torch_checkpoint import load_state_dict
-from orienmask_tf.convert.yolact_keys import convert_state_dict
-from orienmask_tf.convert.yolact_keys import dbolya_key
-from orienmask_tf.convert.yolact_keys import guess_layout
-from orienmask_tf.convert.yolact_keys import state_dict_from_model
-from orienmask_tf.convert.yolact_keys import torch_weight_map
-from orienmask_tf.models.yolact import Yolact
+from orienmask_tf.families.yolact.checkpoint import convert_state_dict
+from orienmask_tf.families.yolact.checkpoint import dbolya_key
+from orienmask_tf.families.yolact.checkpoint import guess_layout
+from orienmask_tf.families.yolact.checkpoint import state_dict_from_model
+from orienmask_tf.families.yolact.checkpoint import torch_weight_map
+from orienmask_tf.families.yolact.network import Yolact
 from tests.testing import random_official_state_dict
 from tests.testing import reference_path
 

@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from orienmask_tf.decode import yolact_decode as yd
-from orienmask_tf.ops import anchors_mmdet
+from orienmask_tf.families.yolact import decode as yd
+from orienmask_tf.families.yolact import anchors as anchors_mmdet
 from tests.testing import reference_path
 
 
@@ -31,7 +31,7 @@ def test_coder_decode(cases):
 
 
 def test_coder_encode_roundtrip(cases):
-    from orienmask_tf.targets.yolact_encoder import delta_xywh_encode
+    from orienmask_tf.families.yolact.encoder import delta_xywh_encode
 
     deltas = delta_xywh_encode(cases["coder_encode_anchors"],
                                cases["coder_encode_gt"]).numpy()
@@ -164,7 +164,7 @@ def test_anchors_550():
 
 
 def test_config_anchors():
-    from orienmask_tf.ops.yolact_ops import yolact_config_anchors
+    from orienmask_tf.families.yolact.ops import yolact_config_anchors
 
     ref = np.load(reference_path("yolact", "anchors_550.npz"))
     for tag, kwargs in (("atss", {}), ("yolact_mmdet_base",

@@ -7,11 +7,11 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from orienmask_tf.convert.yolact_keys import convert_state_dict
-from orienmask_tf.convert.yolact_keys import state_dict_from_model
-from orienmask_tf.convert.yolact_keys import torch_weight_map
-from orienmask_tf.layers.torch_layers import resize_bilinear
-from orienmask_tf.models.yolact import Yolact
+from orienmask_tf.families.yolact.checkpoint import convert_state_dict
+from orienmask_tf.families.yolact.checkpoint import state_dict_from_model
+from orienmask_tf.families.yolact.checkpoint import torch_weight_map
+from orienmask_tf.ops.resize import resize_bilinear
+from orienmask_tf.families.yolact.network import Yolact
 from tests.testing import reference_path
 
 MINI_KWARGS = dict(stem_channels=8, base_channels=4, fpn_channels=16,
@@ -122,9 +122,9 @@ def test_resize_bilinear_matches_eager_tf():
 
 
 def test_decoder_end_to_end_xla(mini, mini_model):
-    from orienmask_tf.decode.yolact_decode import YolactDecoder
-    from orienmask_tf.decode.yolact_decode import split_levels
-    from orienmask_tf.ops.anchors_mmdet import mmdet_anchors
+    from orienmask_tf.families.yolact.decode import YolactDecoder
+    from orienmask_tf.families.yolact.decode import split_levels
+    from orienmask_tf.families.yolact.anchors import mmdet_anchors
 
     images = np.transpose(mini["input_nchw"], (0, 2, 3, 1))
     images = np.concatenate([images, images[:, :, ::-1]], axis=0)

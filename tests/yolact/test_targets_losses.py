@@ -5,11 +5,11 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from orienmask_tf.losses import yolact_loss as yl
-from orienmask_tf.models.yolact import Yolact
-from orienmask_tf.ops import anchors_mmdet
-from orienmask_tf.targets.yolact_encoder import YolactTargetEncoder
-from orienmask_tf.targets.yolact_encoder import delta_xywh_encode
+from orienmask_tf.families.yolact import loss as yl
+from orienmask_tf.families.yolact.network import Yolact
+from orienmask_tf.families.yolact import anchors as anchors_mmdet
+from orienmask_tf.families.yolact.encoder import YolactTargetEncoder
+from orienmask_tf.families.yolact.encoder import delta_xywh_encode
 
 
 def _gt(boxes_xyxy, classes, size, max_gts=4):
@@ -73,7 +73,7 @@ def test_encoder_atss_maiou_and_box_targets():
         np.testing.assert_allclose(out["box_targets"].numpy()[pos], expected,
                                    atol=1e-5)
         # Decoding the targets gives the GT back.
-        from orienmask_tf.decode.yolact_decode import delta_xywh_decode
+        from orienmask_tf.families.yolact.decode import delta_xywh_decode
         np.testing.assert_allclose(
             delta_xywh_decode(anchors[pos], expected), gt_px, atol=1e-3)
 

@@ -12,9 +12,8 @@ import yaml
 
 from orienmask_tf import cli
 from orienmask_tf.config import load_config
-from orienmask_tf.convert.yolact_keys import state_dict_from_model
-from orienmask_tf.models.yolact import Yolact
-from orienmask_tf.training import builders
+from orienmask_tf.families.yolact.checkpoint import state_dict_from_model
+from orienmask_tf.families.yolact.network import Yolact
 from tests import testing
 from tests.training.helpers import finish
 from tests.training.helpers import make_data
@@ -135,7 +134,7 @@ def test_model_and_config_of_different_architectures_are_refused(
 
 
 def _random_mmdet_state_dict(config, seed):
-    model = builders.make_network(config)
+    model = config.family.build_network(config)
     listing = {"state_dict": [
         {"key": k, "shape": list(np.shape(v))}
         for k, v in state_dict_from_model(model).items()]}
@@ -226,3 +225,12 @@ def test_one_device_equals_mirrored_two_cpus(tmp_path):
     assert result["max_change"] > 1e-4  # the step did something
     # Relative to the update: a 2x-gradient bug would give ~1.
     assert result["max_rel_diff"] < 1e-3, result
+
+
+def test_trained_model_file_alone_is_enough(trained, tmp_path, monkeypatch,
+                                            capsys):
+    """Only model.keras, copied to an empty folder: predict, evaluate and
+    export need no config (the file carries its experiment)."""
+    root, run = trained
+    testing.assert_model_file_travels_alone(
+        run / "model.keras", tmp_path, root / "shapes", monkeypatch, capsys)

@@ -1,1 +1,0 @@
-from orienmask_tf.backbones.darknet53 import Darknet53Backbone

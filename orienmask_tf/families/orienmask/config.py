@@ -1,0 +1,96 @@
+# SPDX-License-Identifier: Apache-2.0
+"""OrienMask's sections of an ``Experiment`` and their checks.
+
+Defaults are the paper's final COCO model,
+``orienmask_yolo_coco_544_anchor4_fpn_plus`` (Table 5). Values in ``model``
+become the ``OrienMask`` constructor kwargs; ``anchors`` is a preset name
+(``"yolov3"``, ``"yolov4"``) or nine ``[width, height]`` pairs in pixels of
+the network input.
+"""
+
+import dataclasses
+import typing
+
+from orienmask_tf.config import ConfigError
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelConfig:
+    """Constructor kwargs of ``families.orienmask.network.OrienMask``."""
+
+    architecture: str = "orienmask"
+    variant: str = "fpn_plus"
+    num_classes: int = 80
+    num_anchors: int = 3
+    width: int = 32
+    stackwise_num_blocks: typing.Tuple[int, ...] = (1, 2, 8, 8, 4)
+    synchronized_bn: bool = False
+
+
+@dataclasses.dataclass(frozen=True)
+class LossConfig:
+    """Official ``OrienMaskYOLOMultiScaleLoss`` settings (paper Eq. 4-5).
+
+    ``weights`` are, in order: xy, wh, objectness (positive), objectness
+    (negative), class, orientation (positive), orientation (negative);
+    the orientation weight is the paper's lambda = 20.
+    """
+
+    center_region: float = 0.6
+    valid_region: float = 0.6
+    obj_ignore_threshold: float = 0.7
+    label_smooth: bool = False
+    weights: typing.Tuple[float, ...] = (1.0, 1.0, 1.0, 1.0, 1.0, 20.0, 20.0)
+    scales_weight: typing.Tuple[float, ...] = (1.0, 1.0, 1.0)
+
+
+@dataclasses.dataclass(frozen=True)
+class DecodeConfig:
+    """Official ``OrienMaskYOLOPostProcess`` settings (paper Eq. 3).
+
+    ``orien_thresh`` 0.3 on the full box size is the paper's tau = 0.6 on
+    the half size.
+    """
+
+    conf_thresh: float = 0.005
+    nms: str = "greedy"
+    nms_threshold: float = 0.5
+    nms_pre: int = 400
+    nms_post: int = 100
+    orien_thresh: float = 0.3
+
+
+def validate(config):
+    """Raise ``ConfigError`` naming the key of an invalid OrienMask setting."""
+    from orienmask_tf.families.orienmask.anchors import resolve_anchors
+
+    height, width = config.image_size
+    if height <= 0 or width <= 0 or height % 32 or width % 32:
+        raise ConfigError(
+            f"image_size: height and width must be positive multiples of 32, "
+            f"got {list(config.image_size)}")
+    try:
+        anchors = resolve_anchors(config.anchors)
+    except ValueError as error:
+        raise ConfigError(f"anchors: {error}") from None
+    if len(anchors) != 3 * config.model.num_anchors:
+        raise ConfigError(
+            f"anchors: expected {3 * config.model.num_anchors} pairs (3 scales "
+            f"x model.num_anchors={config.model.num_anchors}), got {len(anchors)}")
+    if config.model.variant not in ("base", "fpn_plus"):
+        raise ConfigError(
+            f"model.variant: expected 'base' or 'fpn_plus', got "
+            f"{config.model.variant!r}")
+    if len(config.model.stackwise_num_blocks) != 5:
+        raise ConfigError(
+            "model.stackwise_num_blocks: expected 5 counts (Darknet stages "
+            f"conv2..conv6), got {list(config.model.stackwise_num_blocks)}")
+    for key in ("num_classes", "num_anchors", "width"):
+        if getattr(config.model, key) < 1:
+            raise ConfigError(f"model.{key}: must be >= 1")
+    if config.decode.nms not in ("greedy", "fast"):
+        raise ConfigError(
+            f"decode.nms: expected 'greedy' or 'fast', got {config.decode.nms!r}")
+    if len(config.loss.weights) != 7 or len(config.loss.scales_weight) != 3:
+        raise ConfigError(
+            "loss.weights needs 7 values and loss.scales_weight 3 values")

@@ -1,2 +1,0 @@
-from orienmask_tf.heads.orientation_head import orientation_head
-from orienmask_tf.heads.yolo_box_head import yolo_box_head

@@ -1,1 +1,0 @@
-from orienmask_tf.models.orienmask import OrienMask

@@ -1,1 +1,0 @@
-from orienmask_tf.necks.yolo_fpn import yolo_fpn
