@@ -25,7 +25,8 @@ _LAZY = {
 
 def load(path, config=None, overrides=()):
     """A ``Segmenter`` from a ``.keras`` file (it carries its experiment);
-    ``config`` / ``overrides`` adjust it (see ``Segmenter.load``)."""
+    ``config`` (a YAML path) replaces that experiment and ``overrides``
+    (``"section.key=value"``) apply on top (see ``Segmenter.load``)."""
     from orienmask_tf.inference.segmenter import Segmenter
 
     return Segmenter.load(path, config=config, overrides=overrides)

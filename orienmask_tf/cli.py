@@ -40,7 +40,7 @@ def cmd_info(args):
     config = load_config(args.config, args.overrides)
     height, width = args.image_size or config.image_size
     family = config.family
-    model = family.build_network(config)
+    model = family.build_network(config, image_shape=(height, width, 3))
     trainable = _count(model.trainable_weights)
     frozen = _count(model.non_trainable_weights)
     shapes = model.output_shapes(height, width, args.batch_size)

@@ -117,6 +117,11 @@ class DataConfig:
     pad_ratio: float = 0.75
     max_instances: int = 100
     min_box_size: float = 1.0
+    # Training stream only: drop images without any annotation (mmdet's
+    # filter_empty_gt=True: an image with only crowd annotations is kept).
+    # OrienMask: false (the official training list keeps every image);
+    # YOLACT: true (the official mmdet dataset filters them).
+    skip_empty: bool = False
     shuffle_buffer: int = 1000
     on_error: str = "raise"
     deterministic: bool = False
@@ -286,7 +291,7 @@ def _other_family_key(name, key, family):
         if other.defaults().get(key) is not None:
             return (f"{name!r} is {_article(other)} setting, but "
                     f"model.architecture is {family.name!r} "
-                    f"({family.own_keys.get(key, 'not used')})")
+                    f"({family.absent_keys.get(key, 'not used')})")
     return f"{name!r} is not used by {_article(family)} model"
 
 

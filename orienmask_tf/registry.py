@@ -30,8 +30,9 @@ class Family:
     Config (``orienmask_tf.config``):
         ``defaults()`` -> dict of ``Experiment`` field values (its ``model``,
         ``loss``, ``decode``, ``targets``, ``anchors``, ``train``, ``data``
-        sections and ``name`` / ``image_size``); ``own_keys`` -> top-level
-        keys only this family uses, with a hint for the others;
+        sections and ``name`` / ``image_size``); ``absent_keys`` -> for
+        top-level sections this family does not have (``None`` in its
+        defaults), what to set instead (words the error);
         ``validate(config)`` raises ``ConfigError`` naming the key.
 
     Everything else takes an ``Experiment`` of this family:
@@ -54,7 +55,7 @@ class Family:
     name = ""
     display_name = ""
     summary = ""
-    own_keys = {}
+    absent_keys = {}
     # The family of ``Experiment()`` and of a config naming none.
     default = False
     # The family's smallest shipped preset (narrow, shallow; CPU tests and

@@ -63,6 +63,23 @@ def _check_yolact_info(info):
         shapes[f"cls_score_l{i}"][1] * shapes[f"cls_score_l{i}"][2] * anchors
         for i in range(5)]
     if info["model"]["num_classes"] == 80 and \
+            info["model"]["fpn_channels"] == 256 and \
+            info["model"].get("neck") == "fpn_carafe":
+        # maYOLACT and its Table 4 rows: the official maYOLACT-550 count
+        # (DCN + FPN_CARAFE + 2 anchors) less what a row leaves out.
+        listing = json.loads(testing.reference_path(
+            "yolact", "state_dict_mayolact_r50_550_mmdet.json").read_text())
+        entries = listing["state_dict"]
+        per_anchor = sum(e["numel"] for e in entries if e["key"].startswith(
+            ("bbox_head.conv_cls.", "bbox_head.conv_reg.",
+             "bbox_head.conv_coeff."))) // 2
+        offsets = sum(e["numel"] for e in entries if ".conv_offset." in e["key"])
+        expected = listing["num_parameters"] - (2 - anchors) * per_anchor
+        if not any(info["model"]["stage_with_dcn"]):
+            expected -= offsets
+        assert info["trainable_parameters"] == expected
+        assert shapes["cls_score_l0"][-1] == anchors * 81
+    elif info["model"]["num_classes"] == 80 and \
             info["model"]["fpn_channels"] == 256:
         # maIoU ResNet-50 YOLACT: mmdet's parameter count (the fixture's
         # ATSS listing; 3 anchors for the fixed-IoU baseline).

@@ -2,7 +2,8 @@
 
 * ``MaxIoUAssigner``: mmdet's fixed-threshold assigner as configured for the
   YOLACT baseline (pos 0.5, neg 0.4, min_pos_iou 0, one forced best anchor
-  per GT applied in GT order, later GTs overwrite earlier ones).
+  per GT applied in GT order, later GTs overwrite earlier ones), with
+  mmdet's ignore regions (``ignore_iof_thr``: crowd boxes or a crowd mask).
 * ``ATSSAssigner``: adaptive training sample selection (Zhang et al. 2020)
   with the overlap as a parameter: ``"iou"`` is mmdet's ``ATSSAssigner``,
   ``"maiou"`` the official ``ATSSmaIoUAssigner`` (Mask-aware IoU, BMVC 2021).
@@ -27,7 +28,10 @@ top-k the lower anchor index on equal centre distances (``tf.math.top_k``).
 import tensorflow as tf
 
 from orienmask_tf.assign.maiou import get_overlap_fn
+from orienmask_tf.assign.maiou import region_iof
+from orienmask_tf.ops.box_ops import check_boxes
 from orienmask_tf.ops.box_ops import first_argmax
+from orienmask_tf.ops.box_ops import pairwise_iof
 
 INF = 100000000.0
 
@@ -58,26 +62,102 @@ class MaxIoUAssigner:
     takes its best anchor (the first one; every maximal anchor when
     ``gt_max_assign_all``), a later GT overwriting an earlier one. With no
     GT every anchor is 0 and ``max_overlaps`` 0.
+
+    Ignore regions (mmdet ``ignore_iof_thr`` / ``gt_bboxes_ignore``, e.g.
+    COCO crowd annotations): with ``ignore_iof_thr > 0`` (mmdet's test;
+    <= 0 is off, the default -1 of mmdet and of every YOLACT config) and
+    ignore regions given, an anchor whose largest IoF with them is
+    ``> ignore_iof_thr`` has its overlap with every GT set to -1 before
+    any step above, exactly where mmdet's ``assign`` does it: it is then
+    neither negative nor positive (``assigned_gt_inds`` -1,
+    ``max_overlaps`` -1) and cannot be a GT's forced best anchor (unless
+    every anchor of that GT is below ``min_pos_iou``, as in mmdet). The
+    IoF is intersection over the anchor's area
+    (``ignore_wrt_candidates=True``, mmdet's default) or over the ignore
+    box's area (False). With no GT the regions change nothing (mmdet:
+    every anchor 0).
+
+    Args:
+        pos_iou_thr, neg_iou_thr, min_pos_iou, gt_max_assign_all,
+            match_low_quality: as mmdet (``neg_iou_thr`` float or a
+            ``(lo, hi)`` pair).
+        overlap: name or callable of ``assign.maiou``.
+        ignore_iof_thr: IoF threshold of the ignore regions; <= 0: off.
+        ignore_wrt_candidates: IoF over the anchor's area (True) or over
+            the ignore box's (False; boxes only).
     """
 
     def __init__(self, pos_iou_thr=0.5, neg_iou_thr=0.4, min_pos_iou=0.0,
                  gt_max_assign_all=False, match_low_quality=True,
-                 overlap="iou"):
+                 overlap="iou", ignore_iof_thr=-1.0,
+                 ignore_wrt_candidates=True):
         self.pos_iou_thr = pos_iou_thr
         self.neg_iou_thr = neg_iou_thr
         self.min_pos_iou = min_pos_iou
         self.gt_max_assign_all = gt_max_assign_all
         self.match_low_quality = match_low_quality
         self.overlap = overlap
+        self.ignore_iof_thr = float(ignore_iof_thr)
+        self.ignore_wrt_candidates = bool(ignore_wrt_candidates)
         self._overlap_fn = get_overlap_fn(overlap)
 
+    def ignored_anchors(self, anchors, gt_bboxes_ignore=None,
+                        num_ignores=None, ignore_mask=None):
+        """``(N,)`` bool: max IoF with the ignore regions ``>
+        ignore_iof_thr``; None when the test is off or no region is given.
+
+        Args:
+            anchors: ``(N, 4)`` float32.
+            gt_bboxes_ignore: padded ``(K, 4)`` x1, y1, x2, y2 ignore boxes
+                (mmdet ``gt_bboxes_ignore``); rows ``>= num_ignores`` are
+                padding and never ignore anything. ``K`` may be 0.
+            num_ignores: scalar count of real rows (default ``K``).
+            ignore_mask: ``(H, W)`` ignore region (non-zero = ignore), its
+                IoF being ``maiou.region_iof`` (the crowd pixels inside the
+                anchor over the anchor's area); needs
+                ``ignore_wrt_candidates``.
+        """
+        if self.ignore_iof_thr <= 0 or (gt_bboxes_ignore is None
+                                        and ignore_mask is None):
+            return None
+        num_anchors = tf.shape(anchors)[0]
+        best = tf.zeros([num_anchors], tf.float32)
+        if gt_bboxes_ignore is not None:
+            ignore = tf.convert_to_tensor(gt_bboxes_ignore, tf.float32)
+            check_boxes("gt_bboxes_ignore", ignore, rank=2)
+            size = tf.shape(ignore)[0]
+            count = size if num_ignores is None else tf.cast(num_ignores,
+                                                             tf.int32)
+            real = tf.range(size) < count
+            if self.ignore_wrt_candidates:
+                iof = pairwise_iof(anchors, ignore, eps=1e-6)       # (N, K)
+            else:
+                iof = tf.transpose(pairwise_iof(ignore, anchors, eps=1e-6))
+            iof = tf.where(real[None, :], iof, 0.0)
+            best = tf.maximum(best, tf.reduce_max(
+                tf.concat([iof, tf.zeros([num_anchors, 1])], 1), 1))
+        if ignore_mask is not None:
+            if not self.ignore_wrt_candidates:
+                raise ValueError(
+                    "ignore_mask: a region mask has no box area; it needs "
+                    "ignore_wrt_candidates=True (IoF over the anchor)")
+            best = tf.maximum(best, region_iof(anchors, ignore_mask))
+        return best > self.ignore_iof_thr
+
     def __call__(self, anchors, gt_boxes, gt_masks=None, num_gts=None,
-                 gt_labels=None):
+                 gt_labels=None, gt_bboxes_ignore=None, num_ignores=None,
+                 ignore_mask=None):
+        """Assign; ``gt_bboxes_ignore`` / ``num_ignores`` / ``ignore_mask``
+        as ``ignored_anchors`` (used only with ``ignore_iof_thr > 0``)."""
         anchors = tf.convert_to_tensor(anchors, tf.float32)
         gt_boxes = tf.convert_to_tensor(gt_boxes, tf.float32)
         valid, num_gts = _valid_gts(gt_boxes, num_gts)
         overlaps = self._overlap_fn(anchors, gt_boxes, gt_masks)  # (G, N)
         overlaps = tf.where(valid[:, None], overlaps, -1.0)
+        ignored = self.ignored_anchors(anchors, gt_bboxes_ignore,
+                                       num_ignores, ignore_mask)
+        if ignored is not None:   # mmdet: overlaps[:, ignored] = -1
+            overlaps = tf.where(ignored[None, :], -1.0, overlaps)
         num_anchors = tf.shape(anchors)[0]
         num_rows = tf.shape(overlaps)[0]
         has_gt = num_gts > 0

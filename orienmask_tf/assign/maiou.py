@@ -3,7 +3,9 @@
 Every overlap function here has the signature
 ``fn(anchors, gt_boxes, gt_masks=None) -> (G, N) float32`` with anchors
 ``(N, 4)`` and padded ground truth ``gt_boxes (G, 4)``, ``gt_masks (G, H, W)``
-(any dtype; non-zero is "on"), boxes ``x1, y1, x2, y2`` in pixels. The matrix
+(any dtype; non-zero is "on"), boxes ``x1, y1, x2, y2`` in pixels; one
+image per call (a batched 3-D input is a ``ValueError`` naming the argument:
+batched boxes go through ``box_ops.pairwise_iou``). The matrix
 is GT-major like mmdet's ``bbox_overlaps(gt, anchors)``, so per-GT top-k and
 gathers run along the last axis. Padded GT rows are computed like any other
 row; the assigners mask them out.
@@ -33,10 +35,34 @@ padded GTs at once. The full table is ``integral_images`` (reference only).
 import numpy as np
 import tensorflow as tf
 
+from orienmask_tf.ops.box_ops import check_boxes
 from orienmask_tf.ops.box_ops import pairwise_intersection_union
 from orienmask_tf.ops.box_ops import pairwise_iou
+from orienmask_tf.ops.box_ops import static_shape
 
 EPS = 1e-6
+
+
+def _checked(anchors, gt_boxes, gt_masks=None):
+    """float32 ``(N, 4)`` anchors and ``(G, 4)`` boxes (and ``(G, H, W)``
+    masks), or ``ValueError`` naming the argument.
+
+    The overlap functions take one image: a batched (3-D) input would
+    broadcast into a wrong matrix (or fail deep inside TF), so it is refused
+    here. Batched boxes: ``ops.box_ops.pairwise_iou`` (leading axes
+    broadcast there).
+    """
+    anchors = tf.convert_to_tensor(anchors, tf.float32)
+    gt_boxes = tf.convert_to_tensor(gt_boxes, tf.float32)
+    check_boxes("anchors", anchors, rank=2)
+    check_boxes("gt_boxes", gt_boxes, rank=2)
+    if gt_masks is not None:
+        gt_masks = tf.convert_to_tensor(gt_masks)
+        shape = static_shape(gt_masks)
+        if shape is not None and len(shape) != 3:
+            raise ValueError(f"gt_masks: expected masks of shape (G, H, W), "
+                             f"got shape {shape}")
+    return anchors, gt_boxes, gt_masks
 
 
 def _split(boxes):
@@ -60,9 +86,8 @@ def box_iou(anchors, gt_boxes, gt_masks=None):
     """IoU, (G, N): mmdet ``bbox_overlaps(gt_boxes, anchors, mode='iou')``
     (``box_ops.pairwise_iou(gt_boxes, anchors, eps=1e-6)`` with the overlap
     signature of this module)."""
-    del gt_masks
-    return pairwise_iou(tf.convert_to_tensor(gt_boxes, tf.float32),
-                        tf.convert_to_tensor(anchors, tf.float32), eps=EPS)
+    anchors, gt_boxes, _ = _checked(anchors, gt_boxes)
+    return pairwise_iou(gt_boxes, anchors, eps=EPS)
 
 
 def _enclosing(anchors, gt_boxes):
@@ -75,7 +100,7 @@ def _enclosing(anchors, gt_boxes):
 
 def box_giou(anchors, gt_boxes, gt_masks=None):
     """Generalised IoU, (G, N): mmdet ``bbox_overlaps(..., mode='giou')``."""
-    del gt_masks
+    anchors, gt_boxes, _ = _checked(anchors, gt_boxes)
     inter, union = _inter_union(anchors, gt_boxes)
     ew, eh = _enclosing(anchors, gt_boxes)
     enclose = tf.maximum(ew * eh, EPS)
@@ -84,7 +109,7 @@ def box_giou(anchors, gt_boxes, gt_masks=None):
 
 def box_diou(anchors, gt_boxes, gt_masks=None):
     """Distance IoU, (G, N): ``IoU - rho^2 / c^2`` (mmdet ``diou_loss``)."""
-    del gt_masks
+    anchors, gt_boxes, _ = _checked(anchors, gt_boxes)
     inter, union = _inter_union(anchors, gt_boxes)
     ew, eh = _enclosing(anchors, gt_boxes)
     c2 = ew * ew + eh * eh + EPS
@@ -190,9 +215,10 @@ def sparse_integral_image(gt_masks, xs, ys):
 
 def mask_aware_overlaps(anchors, gt_boxes, gt_masks):
     """maIoU, IoU (both (G, N)) and MOB ratio (G,), as ``maiou_calculator``."""
-    anchors = tf.convert_to_tensor(anchors, tf.float32)
-    gt_boxes = tf.convert_to_tensor(gt_boxes, tf.float32)
-    gt_masks = tf.convert_to_tensor(gt_masks)
+    if gt_masks is None:
+        raise ValueError("gt_masks: the mask-aware IoU needs the (G, H, W) "
+                         "instance masks")
+    anchors, gt_boxes, gt_masks = _checked(anchors, gt_boxes, gt_masks)
     inter, union = _inter_union(anchors, gt_boxes)
     ious = inter / union
 
@@ -217,6 +243,48 @@ def mask_aware_overlaps(anchors, gt_boxes, gt_masks):
     maious = (count / mob[:, None]) / union
     maious = tf.where(ious > 0.0, maious, tf.zeros_like(maious))
     return maious, ious, mob
+
+
+def region_iof(anchors, region_mask):
+    """Fraction of each anchor covered by a region mask: ``(N,)`` float32.
+
+    The pixel form of mmdet's ignore test ``bbox_overlaps(anchors,
+    ignore_boxes, mode='iof')`` (intersection over the anchor's area): the
+    intersection is the number of ``region_mask`` pixels inside the
+    anchor, counted exactly as the maIoU numerator (corners rounded half to
+    even and clamped to the image, rows ``y1 <= r < y2``, columns
+    ``x1 <= c < x2``, one integral-image lookup per corner), divided by
+    ``max(area(anchor), 1e-6)`` of the float anchor. For a rectangular
+    region with integer corners and integer anchors this equals
+    ``box_ops.pairwise_iof(anchors, [region box])`` exactly.
+
+    Args:
+        anchors: ``(N, 4)`` x1, y1, x2, y2 pixels (static anchors resolve
+            the corner grid with numpy at trace time: XLA safe).
+        region_mask: ``(H, W)``, non-zero = inside (e.g. the pipeline's
+            ``crowd_mask``).
+    """
+    anchors, _, _ = _checked(anchors, tf.zeros((0, 4), tf.float32))
+    region = tf.convert_to_tensor(region_mask)
+    shape = static_shape(region)
+    if shape is not None and len(shape) != 2:
+        raise ValueError(f"region_mask: expected a mask of shape (H, W), got "
+                         f"shape {shape}")
+    height, width = region.shape[0], region.shape[1]
+    if height is None or width is None:
+        height, width = tf.shape(region)[0], tf.shape(region)[1]
+    xs, ys, (ix1, iy1, ix2, iy2), _ = _corner_grid(anchors, height, width)
+    table = sparse_integral_image(region[None], xs, ys)[0]      # (Ky, Kx)
+    flat = tf.reshape(table, [-1])
+    row = tf.shape(xs)[0]
+
+    def corner(iy, ix):
+        return tf.gather(flat, iy * row + ix)
+
+    count = (corner(iy2, ix2) + corner(iy1, ix1)) - (corner(iy1, ix2)
+                                                     + corner(iy2, ix1))
+    area = _area(*_split(anchors))
+    return count / tf.maximum(area, EPS)
 
 
 def mask_aware_iou(anchors, gt_boxes, gt_masks):

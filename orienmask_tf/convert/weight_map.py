@@ -17,6 +17,8 @@ Composite layers map like torch modules with submodules: ``DeformConv2D``
 ``CARAFE`` (``<m>.channel_compressor.*``, ``<m>.content_encoder.*``).
 """
 
+import re
+
 import keras
 import numpy as np
 
@@ -128,6 +130,25 @@ def _listing(title, items):
     return f"  {title} ({len(items)}): {shown}{more}"
 
 
+# Last module names of an image classifier's output layer (torchvision
+# ResNet ``fc``, timm ``classifier`` / ``head.fc``, Darknet ``linear``).
+CLASSIFIER_MODULES = ("fc", "classifier", "linear", "last_linear", "logits")
+
+
+def classifier_hint(unexpected):
+    """When the only problem is unexpected keys that all belong to an image
+    classifier's output layer (an ImageNet backbone), the ``--skip-keys``
+    regex that leaves them out; else ``""``."""
+    modules = sorted({key.rsplit(".", 1)[0] for key in unexpected})
+    if not modules or not all(m.rsplit(".", 1)[-1] in CLASSIFIER_MODULES
+                              for m in modules):
+        return ""
+    pattern = "^(" + "|".join(re.escape(m) for m in modules) + ")\\."
+    return (f"\n  the unexpected keys are an image classifier's output layer,"
+            f" which this network does not have: pass --skip-keys "
+            f"'{pattern}' to leave them out")
+
+
 def load_checked(slots, bn_counters, entries, source, description,
                  origin=None):
     """Check ``entries`` against ``slots``, then write them; all or nothing.
@@ -167,9 +188,10 @@ def load_checked(slots, bn_counters, entries, source, description,
         if items
     ]
     if problems:
+        hint = classifier_hint(unexpected) if len(problems) == 1 else ""
         raise CheckpointError(
             f"{source}: does not match the {description}; nothing was "
-            "loaded:\n" + "\n".join(problems))
+            "loaded:\n" + "\n".join(problems) + hint)
     for key, slot in slots.items():
         value = slot.from_torch(np.asarray(entries[key], dtype=np.float32))
         slot.variable.assign(value.astype(slot.variable.dtype))

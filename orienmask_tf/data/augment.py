@@ -37,6 +37,8 @@ or None, and returns a dict::
 import cv2
 import numpy as np
 
+from orienmask_tf.ops import box_ops
+
 
 # --------------------------------------------------------------------------
 # Sample helpers
@@ -248,17 +250,6 @@ def photometric_distortion(image, rng, brightness_delta=32.0,
     return image
 
 
-def _box_iou(patch, boxes):
-    x0 = np.maximum(patch[0], boxes[:, 0])
-    y0 = np.maximum(patch[1], boxes[:, 1])
-    x1 = np.minimum(patch[2], boxes[:, 2])
-    y1 = np.minimum(patch[3], boxes[:, 3])
-    inter = np.clip(x1 - x0, 0, None) * np.clip(y1 - y0, 0, None)
-    area_p = (patch[2] - patch[0]) * (patch[3] - patch[1])
-    area_b = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
-    return inter / np.maximum(area_p + area_b - inter, 1e-6)
-
-
 def min_iou_crop_window(boxes, height, width, rng,
                         min_ious=(0.1, 0.3, 0.5, 0.7, 0.9),
                         min_crop_size=0.3, max_rounds=100):
@@ -283,7 +274,8 @@ def min_iou_crop_window(boxes, height, width, rng,
                 continue
             if len(boxes) == 0:
                 return patch, np.zeros((0,), bool)
-            if _box_iou(patch, boxes).min() < mode:
+            if box_ops.pairwise_iou(patch[None], boxes,
+                                    eps=1e-6)[0].min() < mode:
                 continue
             center = (boxes[:, :2] + boxes[:, 2:]) / 2
             keep = ((center[:, 0] > patch[0]) & (center[:, 1] > patch[1])

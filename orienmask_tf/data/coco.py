@@ -28,6 +28,7 @@ A malformed JSON file (not parseable, or without ``images``,
 """
 
 import collections
+import copy
 import json
 import logging
 import os
@@ -233,6 +234,22 @@ class CocoDataset:
 
     def summary(self):
         return self._counter.summary()
+
+    def with_annotations_only(self):
+        """The images that have at least one annotation (this dataset when
+        all have): mmdet ``CocoDataset(filter_empty_gt=True)`` in training,
+        whose ``_filter_imgs`` keeps an image with any annotation of a known
+        category, crowd ones included (such an image trains with no
+        instances). Sharing records and the skip counter."""
+        kept = [r for r in self.records if r["annotations"]]
+        if len(kept) == len(self.records):
+            return self
+        subset = copy.copy(self)
+        subset.records = kept
+        subset.num_empty = sum(
+            1 for r in kept
+            if not any(not a.get("iscrowd", 0) for a in r["annotations"]))
+        return subset
 
     def read_image(self, index):
         record = self.records[index]

@@ -6,6 +6,11 @@ One element per image flows through::
     OpenCV inside tf.numpy_function: decode, rasterize, augment, pad)
     -> [filter skipped] -> ensure_shape -> encoder(gt) -> batch -> prefetch
 
+With ``data.skip_empty`` (training only; the YOLACT default, as mmdet's
+``filter_empty_gt``) images without any annotation are left out of the
+index first (``CocoDataset.with_annotations_only``; TFRecords: examples
+without objects).
+
 The parsed ground truth of one example is a dict of fixed shapes
 (``M = max_instances``, ``(H, W) = config.image_size``)::
 
@@ -209,11 +214,22 @@ def build_dataset(config, split, input_context=None, encoder=None, data=None,
                              f"and data.{split}_images, or "
                              f"data.{split}_tfrecords")
         coco = coco_lib.load_coco(annotations, images, on_error=data.on_error)
+    # data.skip_empty (mmdet filter_empty_gt): training only, before the
+    # shuffle, so resuming (start_batch) skips the same filtered stream.
+    skip_empty = training and bool(getattr(data, "skip_empty", False))
     if coco is not None:
+        if skip_empty:
+            coco = coco.with_annotations_only()
+            if not len(coco):
+                raise ValueError(
+                    f"data.skip_empty: no {split} image has an annotation "
+                    f"({coco.annotation_file})")
         ds = tf.data.Dataset.range(len(coco))
         load = _json_loader(coco, parser)
     else:
         ds = tfrecord.record_dataset(tfrecords)
+        if skip_empty:
+            ds = ds.filter(_has_objects)
         load = _record_loader(parser, data.on_error)
     if num_pipelines > 1:
         ds = ds.shard(num_pipelines, pipeline_id)
@@ -241,6 +257,13 @@ def build_dataset(config, split, input_context=None, encoder=None, data=None,
     options = tf.data.Options()
     options.deterministic = bool(data.deterministic)
     return ds.with_options(options)
+
+
+def _has_objects(serialized):
+    """A TFRecord example with at least one object (crowd ones included)."""
+    labels = tf.io.parse_single_example(
+        serialized, {"object/label": tfrecord.FEATURES["object/label"]})
+    return tf.size(labels["object/label"].values) > 0
 
 
 def _json_loader(coco, parser):

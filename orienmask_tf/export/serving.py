@@ -20,6 +20,7 @@ import numpy as np
 import tensorflow as tf
 
 from orienmask_tf import registry
+from orienmask_tf.ops import frames
 
 # Outputs of the end-to-end signatures (P = the largest number of kept
 # detections in the batch, at most decode nms_post / max_per_img):
@@ -98,8 +99,6 @@ class InferenceModel(tf.Module):
     def _to_original(self, detections, original_hw):
         """Scale boxes from the network frame to each image's own size
         (the whole image was resized to the network input: ``ops.frames``)."""
-        from orienmask_tf.ops import frames
-
         info = frames.resize_image_info(original_hw, self.image_size)  # B, 6
         boxes = frames.boxes_to_original(detections["boxes"], info)
         valid = detections["classes"] >= 0

@@ -262,3 +262,44 @@ def test_tiny_fixture_with_crowd_and_an_empty_image_through_the_encoder():
                                 encoder=config.family.make_encoder(config))
     for images, targets in ds.take(3):
         assert np.isfinite(targets["box_targets_s8"].numpy()).all()
+
+
+def test_skip_empty_drops_training_images_without_annotations(tmp_path):
+    # data.skip_empty = mmdet filter_empty_gt: c.jpg (no annotation) leaves
+    # the training stream, JSON or TFRecords; validation keeps it.
+    config = load_config(CONFIGS_DIR / "tiny.yaml",
+                         ["model.num_classes=2", "train.batch_size=3"])
+    assert not config.data.skip_empty            # OrienMask keeps them
+    data = DataConfig(train_annotations=str(TINY / "instances.json"),
+                      train_images=str(TINY / "images"),
+                      val_annotations=str(TINY / "instances.json"),
+                      val_images=str(TINY / "images"), max_instances=4,
+                      deterministic=True, skip_empty=True)
+    loaded = coco.load_coco(TINY / "instances.json", TINY / "images")
+    tfrecord.write_tfrecords(loaded, tmp_path / "tiny", 1, progress=False)
+    for source in (data, dataclasses.replace(
+            data, train_tfrecords=str(tmp_path / "tiny-*"))):
+        ds = pipeline.build_dataset(config, "train", data=source)
+        ids = {int(i) for _, gt in ds.take(4) for i in gt["image_id"]}
+        assert ids == {1, 2}
+    val = pipeline.build_dataset(config, "val", data=data)
+    assert sorted(int(i) for _, gt in val for i in gt["image_id"]) == [1, 2, 3]
+
+
+def test_with_annotations_only_keeps_crowd_only_images(tmp_path):
+    # mmdet's _filter_imgs keeps an image with any annotation, crowd ones
+    # included (its instances are then empty).
+    import json
+    spec = json.loads((TINY / "instances.json").read_text())
+    crowd = dict(next(a for a in spec["annotations"] if a.get("iscrowd")),
+                 id=999, image_id=3, bbox=[2, 2, 8, 8], area=64.0,
+                 segmentation=[[2, 2, 10, 2, 10, 10, 2, 10]])
+    spec["annotations"].append(crowd)
+    path = tmp_path / "instances.json"
+    path.write_text(json.dumps(spec))
+    full = coco.load_coco(path, TINY / "images")
+    assert full.with_annotations_only() is full
+    plain = coco.load_coco(TINY / "instances.json", TINY / "images")
+    subset = plain.with_annotations_only()
+    assert [r["image_id"] for r in subset.records] == [1, 2]
+    assert len(plain) == 3 and subset.num_empty == 0

@@ -120,3 +120,63 @@ def test_first_argmax_takes_the_first_of_ties():
                                   [1, 0, 0])
     np.testing.assert_array_equal(box_ops.first_argmax(values, axis=-1),
                                   [1, 0, 1])
+
+
+def test_batched_boxes_give_per_image_results():
+    # Leading axes are batch axes: (B, n1, 4) x (B, n2, 4) -> (B, n1, n2),
+    # image b against image b; a 2-D side broadcasts over the batch.
+    rng = np.random.default_rng(2)
+    a = np.stack([_random_xyxy(rng, 3) for _ in range(2)])
+    b = np.stack([_random_xyxy(rng, 5) for _ in range(2)])
+    for backend in (np.asarray, tf.constant):
+        for fn in (box_ops.pairwise_iou, box_ops.pairwise_iof):
+            got = np.asarray(fn(backend(a), backend(b)))
+            assert got.shape == (2, 3, 5)
+            for i in range(2):
+                np.testing.assert_array_equal(
+                    got[i], np.asarray(fn(backend(a[i]), backend(b[i]))))
+            shared = np.asarray(fn(backend(a), backend(b[0])))
+            for i in range(2):
+                np.testing.assert_array_equal(
+                    shared[i], np.asarray(fn(backend(a[i]), backend(b[0]))))
+
+
+def test_boxes_of_the_wrong_shape_are_refused_naming_the_argument():
+    boxes = np.zeros((3, 4), np.float32)
+    for backend in (np.asarray, tf.constant):
+        with pytest.raises(ValueError, match=r"boxes1: .*shape \(4,\)"):
+            box_ops.pairwise_iou(backend(boxes[0]), backend(boxes))
+        with pytest.raises(ValueError, match=r"boxes2: .*shape \(4,\)"):
+            box_ops.pairwise_iou(backend(boxes), backend(boxes[0]))
+        with pytest.raises(ValueError, match=r"boxes2: .*shape \(3, 5\)"):
+            box_ops.pairwise_iou(backend(boxes),
+                                 backend(np.zeros((3, 5), np.float32)))
+        with pytest.raises(ValueError, match="do not broadcast"):
+            box_ops.pairwise_intersection_union(
+                backend(np.zeros((2, 3, 4), np.float32)),
+                backend(np.zeros((3, 3, 4), np.float32)))
+        with pytest.raises(ValueError, match="boxes1"):
+            box_ops.pairwise_iof(backend(boxes[:, :2]), backend(boxes))
+    # Unknown dimensions pass (graph inputs of dynamic size).
+    fn = tf.function(lambda x: box_ops.pairwise_iou(x, x),
+                     input_signature=[tf.TensorSpec([None, None, 4])])
+    assert fn(tf.zeros((2, 3, 4))).shape == (2, 3, 3)
+
+
+def test_pairwise_iof_hand_case_and_mmdet_eps():
+    anchors = np.array([[0, 0, 10, 10], [5, 5, 5, 5]], np.float32)
+    ignore = np.array([[5, 0, 25, 10], [0, 0, 0, 0]], np.float32)
+    for backend in (np.asarray, tf.constant):
+        iof = np.asarray(box_ops.pairwise_iof(backend(anchors),
+                                              backend(ignore)))
+        # 50 / 100; a zero-area box: 0 / max(0, 1e-6) = 0 (mmdet eps).
+        np.testing.assert_array_equal(iof, [[0.5, 0.0], [0.0, 0.0]])
+
+
+def test_shape_iou_refuses_batched_input():
+    wh = tf.constant([[10.0, 13.0], [16.0, 30.0]])
+    assert box_ops.shape_iou(wh, wh).shape == (2, 2)
+    with pytest.raises(ValueError, match=r"wh1: .*\(1, 2, 2\)"):
+        box_ops.shape_iou(wh[None], wh)
+    with pytest.raises(ValueError, match="wh2"):
+        box_ops.shape_iou(wh, tf.zeros((2, 4)))

@@ -23,7 +23,8 @@ class OrienMaskFamily(registry.Family):
     name = "orienmask"
     display_name = "OrienMask"
     summary = "OrienMask: Darknet-53 + YOLOv3 FPN + orientation maps (ICCV 2021)"
-    own_keys = {"anchors": "YOLO anchor sizes of OrienMask"}
+    absent_keys = {"targets": "OrienMask's target settings are "
+                              "loss.center_region and loss.valid_region"}
     default = True
     tiny_preset = "tiny"
 
@@ -111,8 +112,9 @@ class OrienMaskFamily(registry.Family):
             raise ValueError("--layout applies to YOLACT-family checkpoints "
                              "only; OrienMask has one (official) layout")
         if part != "backbone":
-            checkpoint.check_official_config(network, official_config,
-                                             source)
+            checkpoint.check_official_config(
+                network, official_config, source,
+                anchors=None if config is None else self.anchor_array(config))
         report = checkpoint.convert_state_dict(
             network, state_dict, part=part, skip_keys=skip_keys,
             source=source)

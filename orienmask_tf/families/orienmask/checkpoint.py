@@ -8,6 +8,8 @@ choice and the check of the official training config.
 
 import re
 
+import numpy as np
+
 from orienmask_tf.convert.torch_checkpoint import CheckpointError
 from orienmask_tf.convert.weight_map import load_checked
 from orienmask_tf.convert.weight_map import read_state_dict
@@ -51,14 +53,65 @@ def convert_state_dict(model, state_dict, part="auto", skip_keys=None,
     return {"part": part, "assigned": len(slots), "skipped": skipped}
 
 
-def check_official_config(model, config, source="checkpoint"):
+def _anchor_name(anchors):
+    """``"yolov3"`` / ``"yolov4"`` when ``anchors`` is that preset, else
+    the pairs as a list."""
+    from orienmask_tf.families.orienmask.anchors import ANCHOR_PRESETS
+
+    array = np.asarray(anchors, np.float64)
+    for name, preset in ANCHOR_PRESETS.items():
+        if array.shape == np.shape(preset) and np.allclose(array, preset):
+            return name
+    return array.tolist()
+
+
+def check_official_anchors(config, anchors, source="checkpoint"):
+    """The anchors of the official training ``config`` (``loss.anchors``
+    and ``postprocess.anchors``, ``[width, height]`` pixels) against the
+    ``(9, 2)`` ``anchors`` of the user's config.
+
+    The weights do not depend on the anchors, so a YOLOv3-anchor checkpoint
+    (``orienmask_yolo_coco_544``) would otherwise convert silently into an
+    anchor4 config and decode every box with the wrong priors.
+
+    Raises:
+        CheckpointError: naming ``anchors`` and the setting that matches.
+    """
+    if not isinstance(config, dict) or anchors is None:
+        return
+    ours = np.asarray(anchors, np.float64)
+    for section in ("loss", "postprocess"):
+        part = config.get(section)
+        theirs = part.get("anchors") if isinstance(part, dict) else None
+        if theirs is None:
+            continue
+        try:
+            array = np.asarray(theirs, np.float64)
+        except (TypeError, ValueError):
+            continue
+        if array.shape == ours.shape and np.allclose(array, ours):
+            continue
+        name = _anchor_name(array)
+        setting = (f"anchors={name}" if isinstance(name, str)
+                   else f"anchors: {name}")
+        raise CheckpointError(
+            f"{source}: was trained with {section}.anchors {name} but the "
+            f"config has anchors {_anchor_name(ours)}; set "
+            f"{setting} (the weights convert either way, the decoded boxes "
+            "would not)")
+
+
+def check_official_config(model, config, source="checkpoint", anchors=None):
     """Compare the ``config`` saved by the official trainer with ``model``.
 
     Catches a checkpoint of the other variant or another class count with a
-    message in terms of the official names, before any key is compared.
+    message in terms of the official names, before any key is compared, and
+    with ``anchors`` (the user's ``(9, 2)`` anchors) anchors other than the
+    checkpoint's (``check_official_anchors``).
     """
     model_config = (config or {}).get("model") if isinstance(config, dict) else None
     if not isinstance(model_config, dict):
+        check_official_anchors(config, anchors, source)
         return
     expected = OFFICIAL_CLASS_NAMES[model.variant]
     found = model_config.get("type")
@@ -75,6 +128,7 @@ def check_official_config(model, config, source="checkpoint"):
             raise CheckpointError(
                 f"{source}: was trained with {key}={theirs} but the config "
                 f"builds {key}={ours}; set model.{key}={theirs}")
+    check_official_anchors(config, anchors, source)
 
 
 def state_dict_from_model(model, part="full"):

@@ -3,7 +3,13 @@
 ResNet-50 + FPN, a shared head with mask coefficients, a protonet, and the
 anchor assigners of Table 2 (fixed IoU, ATSS with IoU or mask-aware IoU).
 
-Folder map: ``resnet`` (backbone), ``fpn`` (neck), ``heads`` (head,
+maYOLACT (DCNv2 backbone, ``FPN_CARAFE`` neck, 2 anchors per location) is
+the same family: ``model.neck: fpn_carafe``, ``model.stage_with_dcn``,
+``model.deformable_groups``, ``targets.scales_per_octave: 2``.
+
+Folder map: ``resnet`` (backbone, optional DCNv2 ``conv2`` via
+``layers.deform_conv``), ``fpn`` (necks: ``FPN`` and ``FPN_CARAFE`` via
+``layers.carafe``), ``heads`` (head,
 protonet, semantic head), ``network`` (``Yolact``), ``anchors`` (mmdet
 anchor generator, dbolya priors), ``ops`` (box coder, mask crop, config
 anchors), ``encoder`` (targets), ``loss``, ``decode`` (Fast NMS, masks),
@@ -24,7 +30,8 @@ class YolactFamily(registry.Family):
     display_name = "YOLACT"
     summary = ("YOLACT: ResNet-50 FPN with ATSS / mask-aware IoU assignment "
                "(maIoU, BMVC 2021)")
-    own_keys = {"targets": "YOLACT's anchor assignment (targets.assigner)"}
+    absent_keys = {"anchors": "YOLACT anchors follow image_size, "
+                              "targets.assigner and decode.style"}
     tiny_preset = "yolact_tiny"
 
     def defaults(self):
@@ -38,7 +45,9 @@ class YolactFamily(registry.Family):
                     loss=sections.YolactLossConfig(),
                     decode=sections.YolactDecodeConfig(),
                     train=sections.YOLACT_TRAIN,
-                    data=DataConfig(recipe=self.name))
+                    # mmdet CocoDataset(filter_empty_gt=True): images
+                    # without annotations are not trained on.
+                    data=DataConfig(recipe=self.name, skip_empty=True))
 
     def validate(self, config):
         from orienmask_tf.families.yolact.config import validate
@@ -56,8 +65,19 @@ class YolactFamily(registry.Family):
         kwargs = dataclasses.asdict(config.model)
         del kwargs["architecture"]
         kwargs["stackwise_num_blocks"] = tuple(kwargs["stackwise_num_blocks"])
+        kwargs["stage_with_dcn"] = tuple(kwargs["stage_with_dcn"])
         kwargs["num_anchors"] = anchors_per_location(config)
         return kwargs
+
+    def build_network(self, config, image_shape=(None, None, 3)):
+        """As ``registry.Family.build_network``; a DCN backbone needs a
+        static size, so an unknown height / width becomes
+        ``config.image_size`` there."""
+        if any(config.model.stage_with_dcn):
+            height, width = config.image_size
+            image_shape = (image_shape[0] or height, image_shape[1] or width,
+                           image_shape[2])
+        return super().build_network(config, image_shape)
 
     def anchor_array(self, config):
         """``(N, 4)`` x1, y1, x2, y2 anchors of every level, in input pixels."""
@@ -86,7 +106,8 @@ class YolactFamily(registry.Family):
             overlap=overlap, topk=targets.topk,
             official_segm_channels=targets.official_segm_channels,
             pos_iou_thr=targets.pos_iou_thr, neg_iou_thr=targets.neg_iou_thr,
-            min_pos_iou=targets.min_pos_iou)
+            min_pos_iou=targets.min_pos_iou,
+            ignore_iof_thr=targets.ignore_iof_thr)
 
     def make_transform(self, config, training):
         from orienmask_tf.families.yolact import augment
@@ -149,6 +170,11 @@ class YolactFamily(registry.Family):
             network, state_dict, layout=layout, skip_keys=skip_keys,
             source=source)
         report["network"] = f"YOLACT ({report['layout']} layout)"
+        if report.get("zeroed"):
+            notes.append(
+                f"{len(report['zeroed'])} DCN conv_offset tensors are not in "
+                "the torchvision weights and were set to zero (as mmdet "
+                "initialises them)")
         report["notes"] = notes
         return report
 
@@ -174,6 +200,9 @@ class YolactFamily(registry.Family):
                       f"stem={m.stem_channels} base={m.base_channels} "
                       f"fpn={m.fpn_channels} "
                       f"extra_convs_on={m.extra_convs_on} "
+                      f"neck={m.neck} "
+                      f"stage_with_dcn={list(m.stage_with_dcn)} "
+                      f"deformable_groups={m.deformable_groups} "
                       f"synchronized_bn={m.synchronized_bn}"),
             "input": "(x - PIXEL_MEAN) / PIXEL_STD of 0..255",
             "anchor_line": (f"{sum(counts):,} ({' + '.join(map(str, counts))}"

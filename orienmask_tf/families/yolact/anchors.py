@@ -61,6 +61,31 @@ def _base_anchors(base_size, scales, ratios, center):
                      x_c + half * ws, y_c + half * hs], axis=-1)
 
 
+def _stride_pairs(strides, num_levels):
+    """``[(stride_w, stride_h)]`` per level (mmdet ``_pair``); a number
+    stays the same object on both axes, so scalar strides give the same
+    float32 arithmetic as before pairs were accepted."""
+    given = strides
+    strides = None if np.isscalar(strides) else list(strides)
+    if strides is None or len(strides) < num_levels:
+        raise ValueError(
+            f"strides: expected one stride per level ({num_levels} levels), "
+            f"each a number or a (stride_w, stride_h) pair, got {given!r}")
+    pairs = []
+    for stride in strides[:num_levels]:
+        try:
+            pair = (stride, stride) if np.isscalar(stride) else tuple(stride)
+        except TypeError:
+            pair = ()
+        if len(pair) != 2 or not all(np.isscalar(v) and v > 0
+                                     for v in pair):
+            raise ValueError(
+                f"strides: {stride!r} is not a positive number or a "
+                "(stride_w, stride_h) pair")
+        pairs.append(pair)
+    return pairs
+
+
 def mmdet_anchors(featmap_sizes, strides=YOLACT_STRIDES, octave_base_scale=4,
                   scales_per_octave=1, ratios=(1.0,), base_sizes=None,
                   centers=None, center_offset=0.0):
@@ -68,21 +93,37 @@ def mmdet_anchors(featmap_sizes, strides=YOLACT_STRIDES, octave_base_scale=4,
 
     Args:
         featmap_sizes: side length of each (square) level, or (h, w) pairs.
-        strides: stride of each level (int or float).
+        strides: stride of each level: a number, or a ``(stride_w,
+            stride_h)`` pair as mmdet's ``strides=[(8, 8), ...]`` (order
+            w, h: ``shift_x = j * stride_w``, ``shift_y = i * stride_h``).
         octave_base_scale, scales_per_octave: scales are
             ``octave_base_scale * 2 ** (k / scales_per_octave)``.
         ratios: h / w ratios.
-        base_sizes: default ``strides``.
+        base_sizes: one number per level; default the strides (a pair:
+            its smaller value, as mmdet ``min(stride)``).
         centers: per-level base-anchor centre (overrides ``center_offset``).
 
     Returns:
         anchors (N, 4) float32 x1, y1, x2, y2 in pixels and the per-level
         anchor counts (tuple of ints).
+
+    Raises:
+        ValueError: naming ``strides`` (a stride that is neither a positive
+            number nor a pair of them, or fewer strides than levels) or
+            ``base_sizes`` (not one number per level).
     """
     octave = np.array([2 ** (k / scales_per_octave)
                        for k in range(scales_per_octave)])
     scales = (octave * octave_base_scale).astype(np.float32)
-    base_sizes = strides if base_sizes is None else base_sizes
+    pairs = _stride_pairs(strides, len(featmap_sizes))
+    if base_sizes is None:
+        base_sizes = [s if np.isscalar(s) else min(pair)
+                      for s, pair in zip(strides, pairs)]
+    if len(base_sizes) < len(featmap_sizes) or not all(
+            np.isscalar(b) for b in base_sizes[:len(featmap_sizes)]):
+        raise ValueError(
+            f"base_sizes: expected one number per level "
+            f"({len(featmap_sizes)} levels), got {list(base_sizes)!r}")
     levels, counts = [], []
     for lvl, size in enumerate(featmap_sizes):
         feat_h, feat_w = (size, size) if np.isscalar(size) else size
@@ -91,9 +132,9 @@ def mmdet_anchors(featmap_sizes, strides=YOLACT_STRIDES, octave_base_scale=4,
         else:
             center = (center_offset * base_sizes[lvl],) * 2
         base = _base_anchors(base_sizes[lvl], scales, ratios, center)
-        stride = strides[lvl]
-        shift_x = (np.arange(feat_w) * stride).astype(np.float32)
-        shift_y = (np.arange(feat_h) * stride).astype(np.float32)
+        stride_w, stride_h = pairs[lvl]
+        shift_x = (np.arange(feat_w) * stride_w).astype(np.float32)
+        shift_y = (np.arange(feat_h) * stride_h).astype(np.float32)
         xx = np.tile(shift_x, feat_h)
         yy = np.repeat(shift_y, feat_w)
         shifts = np.stack([xx, yy, xx, yy], axis=-1)

@@ -19,7 +19,17 @@ mmdet key ``<module>.<param>`` maps to the weight ``<param>`` of the layer
   ``semantic_seg_conv`` -> ``segm_head.segm_conv``. Its priors and box
   coder differ (see ``ops.anchors_mmdet.yolact_priors``).
 * torchvision ``resnet50`` ImageNet weights (``conv1``, ``layer1.0...``,
-  ``fc.*``): loaded into the backbone only, ``fc.*`` dropped.
+  ``fc.*``): loaded into the backbone only, ``fc.*`` dropped. Into a DCN
+  backbone (maYOLACT) ``layerX.Y.conv2.weight`` fills the deformable conv's
+  kernel; the ``conv2.conv_offset.*`` weights, which torchvision lacks, are
+  set to zero as mmdet's ``ResNet.init_weights`` does before loading with
+  ``strict=False`` (the DCN is then 0.5 x the plain conv). Every other key
+  stays strict, and mmdet checkpoints must hold the offsets.
+
+maYOLACT checkpoints (DCNv2 + ``FPN_CARAFE``, 400 keys) map by name like the
+others: ``backbone.layerX.Y.conv2.conv_offset.*`` and
+``neck.upsample_modules.{i}.{channel_compressor,content_encoder}.*`` are
+sublayers of ``DeformConv2D`` / ``CARAFE`` (see ``convert.weight_map``).
 """
 
 import re
@@ -33,6 +43,8 @@ from orienmask_tf.convert.weight_map import torch_weight_map
 LAYOUTS = ("mmdet", "dbolya", "torchvision")
 # Keys of the torchvision classifier, never part of a backbone.
 TORCHVISION_SKIP = re.compile(r"^fc\.")
+# DCN offset convs: absent from torchvision ImageNet weights.
+CONV_OFFSET = re.compile(r"\.conv_offset\.(weight|bias)$")
 
 
 _DBOLYA_RULES = (
@@ -138,12 +150,20 @@ def convert_state_dict(model, state_dict, layout="auto", skip_keys=None,
         entries = renamed
     part = "backbone" if layout == "torchvision" else "full"
     slots, bn_counters = torch_weight_map(model, part)
+    zeroed = []
+    if layout == "torchvision":
+        zeroed = [k for k in slots if CONV_OFFSET.search(k)
+                  and k not in entries]
+    zero_slots = [slots.pop(k) for k in zeroed]
     load_checked(slots, bn_counters, entries, source,
                  f"{layout} YOLACT ({part}, "
                  f"{getattr(model, 'num_classes', '?')} classes, "
                  f"{getattr(model, 'num_anchors', '?')} anchors)", origin)
+    for slot in zero_slots:
+        slot.variable.assign(np.zeros(slot.variable.shape,
+                                      slot.variable.dtype))
     return {"layout": layout, "part": part, "assigned": len(slots),
-            "skipped": skipped}
+            "skipped": skipped, "zeroed": sorted(zeroed)}
 
 
 def state_dict_from_model(model, part="full"):

@@ -25,7 +25,10 @@ class YolactModelConfig:
     count of the anchors (``targets.assigner`` / ``decode.style``: 1 for
     ATSS, 3 for fixed IoU and dbolya); any other value must equal it.
     ``extra_convs_on: output`` with ``relu_fpn_outputs: true`` is the
-    original (dbolya) YOLACT.
+    original (dbolya) YOLACT. maYOLACT: ``neck: fpn_carafe``,
+    ``stage_with_dcn: [false, true, true, true]``, ``deformable_groups: 4``
+    (with ``targets.scales_per_octave: 2``); ``carafe_compressed_channels``
+    is FPN_CARAFE's CARAFE compressor width.
     """
 
     architecture: str = "yolact"
@@ -42,6 +45,10 @@ class YolactModelConfig:
     extra_convs_on: str = "input"
     relu_fpn_outputs: bool = False
     synchronized_bn: bool = False
+    neck: str = "fpn"
+    stage_with_dcn: typing.Tuple[bool, ...] = (False, False, False, False)
+    deformable_groups: int = 1
+    carafe_compressed_channels: int = 64
 
 
 # Table 2 rows of the maIoU paper: assigner -> (targets.yolact_encoder
@@ -66,6 +73,9 @@ class YolactTargetsConfig:
     ``atss_diou`` (Table 2's other rows); the ATSS ones use 1 anchor per
     location. The overlap is part of the name. ``official_segm_channels``:
     the fork's label-1 channel shift of the semantic-segmentation targets.
+    ``scales_per_octave`` (ATSS assigners only): anchors per location, of
+    sides ``4 * 2**(i / n) * stride`` (mmdet ``octave_base_scale=4``);
+    maYOLACT uses 2 (scales 4 and 4·√2: 12,832 anchors at 550).
     """
 
     assigner: str = "atss_maiou"
@@ -73,7 +83,12 @@ class YolactTargetsConfig:
     pos_iou_thr: float = 0.5
     neg_iou_thr: float = 0.4
     min_pos_iou: float = 0.0
+    # fixed_iou only: ignore anchors covered by more than this fraction of
+    # crowd (iscrowd) pixels (mmdet MaxIoUAssigner ignore_iof_thr, see
+    # families/yolact/encoder.py); <= 0 = off (-1: every official config).
+    ignore_iof_thr: float = -1.0
     official_segm_channels: bool = True
+    scales_per_octave: int = 1
 
 
 @dataclasses.dataclass(frozen=True)
@@ -121,11 +136,12 @@ YOLACT_TRAIN = TrainConfig(
 
 
 def anchors_per_location(config):
-    """3 for fixed IoU and the dbolya priors, 1 for ATSS."""
+    """3 for fixed IoU and the dbolya priors; ``targets.scales_per_octave``
+    (1, maYOLACT 2) for ATSS."""
     if config.decode.style == "dbolya" \
             or config.targets.assigner == "fixed_iou":
         return 3
-    return 1
+    return config.targets.scales_per_octave
 
 
 def config_anchors(config):
@@ -140,7 +156,11 @@ def config_anchors(config):
     if config.decode.style == "dbolya":
         return dbolya_anchors(config.image_size)
     kind = YOLACT_ASSIGNERS[config.targets.assigner][0]
-    return yolact_config_anchors(config.image_size, assigner=kind)
+    if kind != "atss":
+        return yolact_config_anchors(config.image_size, assigner=kind)
+    return yolact_config_anchors(
+        config.image_size, assigner=kind,
+        scales_per_octave=config.targets.scales_per_octave)
 
 
 def validate(config):
@@ -154,6 +174,7 @@ def validate(config):
     check_choice(targets.assigner, YOLACT_ASSIGNERS, "targets.assigner")
     check_choice(decode.style, ("mmdet", "dbolya"), "decode.style")
     check_choice(model.extra_convs_on, ("input", "output"), "model.extra_convs_on")
+    check_choice(model.neck, ("fpn", "fpn_carafe"), "model.neck")
     for key in ("num_classes", "num_protos", "stem_channels", "base_channels",
                 "fpn_channels", "feat_channels", "proto_channels"):
         if getattr(model, key) < 1:
@@ -166,6 +187,19 @@ def validate(config):
             "model.stackwise_num_blocks: expected 4 counts >= 1 (ResNet "
             f"stages layer1..layer4; ResNet-50: [3, 4, 6, 3]), got "
             f"{list(blocks)}")
+    _validate_mayolact_model(model)
+    if isinstance(targets.scales_per_octave, bool) \
+            or targets.scales_per_octave < 1:
+        raise ConfigError("targets.scales_per_octave: must be >= 1, got "
+                          f"{targets.scales_per_octave}")
+    if targets.scales_per_octave != 1 and (
+            YOLACT_ASSIGNERS[targets.assigner][0] != "atss"
+            or decode.style == "dbolya"):
+        raise ConfigError(
+            f"targets.scales_per_octave: {targets.scales_per_octave} needs an "
+            f"ATSS targets.assigner with decode.style mmdet (the "
+            f"{targets.assigner!r} / {decode.style!r} anchors are fixed); "
+            "use 1")
     try:
         config_anchors(config)
     except ValueError as error:
@@ -178,6 +212,13 @@ def validate(config):
             f"per location, got {model.num_anchors} (0 = follow the anchors)")
     if targets.topk < 1:
         raise ConfigError("targets.topk: must be >= 1")
+    if targets.ignore_iof_thr > 0 and (
+            targets.ignore_iof_thr >= 1
+            or YOLACT_ASSIGNERS[targets.assigner][0] != "max_iou"):
+        raise ConfigError(
+            f"targets.ignore_iof_thr: {targets.ignore_iof_thr} needs "
+            "targets.assigner fixed_iou and a value < 1 (crowd regions "
+            "ignored by mmdet's MaxIoUAssigner); <= 0 = off")
     if not (0.0 <= targets.neg_iou_thr <= targets.pos_iou_thr <= 1.0
             and 0.0 <= targets.min_pos_iou <= 1.0):
         raise ConfigError(
@@ -203,3 +244,32 @@ def validate(config):
         raise ConfigError(
             "data.aspect_jitter / data.pad_ratio belong to the orienmask "
             "recipe; the yolact recipe has no such step")
+
+
+def _validate_mayolact_model(model):
+    """The DCN / FPN_CARAFE keys of ``model`` (maYOLACT)."""
+    dcn = model.stage_with_dcn
+    if len(dcn) != 4 or not all(isinstance(v, bool) for v in dcn):
+        raise ConfigError(
+            "model.stage_with_dcn: expected 4 booleans (DCNv2 in ResNet "
+            "layer1..layer4; maYOLACT: [false, true, true, true]), got "
+            f"{list(dcn)}")
+    groups = model.deformable_groups
+    if isinstance(groups, bool) or groups < 1:
+        raise ConfigError(f"model.deformable_groups: must be >= 1, got "
+                          f"{groups}")
+    for stage, on in enumerate(dcn):
+        planes = model.base_channels * 2 ** stage
+        if on and planes % groups:
+            raise ConfigError(
+                f"model.deformable_groups: {groups} does not divide the "
+                f"{planes} channels of layer{stage + 1} (model.base_channels "
+                f"{model.base_channels} x {2 ** stage}), which has DCN")
+    if model.carafe_compressed_channels < 1:
+        raise ConfigError("model.carafe_compressed_channels: must be >= 1")
+    if model.neck == "fpn_carafe" and (model.extra_convs_on != "input"
+                                       or model.relu_fpn_outputs):
+        raise ConfigError(
+            "model.neck: fpn_carafe computes P6 / P7 from C5 without "
+            "activations; it needs model.extra_convs_on: input and "
+            "model.relu_fpn_outputs: false")

@@ -19,7 +19,22 @@ shapes:
   ``> 0.5``. With ``official_segm_channels`` (the default) label ``l`` lands
   in channel ``(l - 1) mod C`` as in the maIoU fork (class 0 in channel 79);
   the auxiliary head is training-only, so this only permutes its channels.
-* ``gt_boxes (G, 4)`` pixels x1y1x2y2 and ``num_gts`` for the mask loss.
+* ``gt_boxes (G, 4)`` pixels x1y1x2y2 and ``num_gts`` for the mask loss
+  (``YolactSegmLoss`` also reads ``num_gts``: an image without instances
+  has no semantic-segmentation loss, as mmdet).
+
+Crowd regions (``ignore_iof_thr > 0``, ``max_iou`` only; off in every
+paper config, as mmdet's YOLACT ``train_cfg``): mmdet's ``MaxIoUAssigner``
+ignores anchors whose IoF with a ``gt_bboxes_ignore`` box exceeds the
+threshold. The data pipeline keeps COCO's crowd annotations as one
+``crowd_mask (H, W)`` plane, transformed with the image (boxes are never
+transformed here, see ``data.augment``), so per-annotation crowd boxes do
+not exist after augmentation; the encoder passes that plane as the
+assigner's ``ignore_mask`` and the IoF is the fraction of the anchor
+covered by crowd pixels (``assign.maiou.region_iof``). It equals mmdet's
+box IoF when a crowd region fills its box; for a non-rectangular region it
+is smaller (a box over-covers its region) and, for an anchor straddling two
+crowd regions, it counts both (mmdet takes the larger single box).
 """
 
 import numpy as np
@@ -61,6 +76,9 @@ class YolactTargetEncoder:
         official_segm_channels: reproduce the fork's label-1 channel shift.
         pos_iou_thr, neg_iou_thr, min_pos_iou: the ``max_iou`` thresholds
             (official 0.5, 0.4, 0).
+        ignore_iof_thr: ``max_iou`` only: anchors covered by more than this
+            fraction of crowd pixels (``gt["crowd_mask"]``) are ignored
+            (label weight 0); <= 0 (default -1, the official configs): off.
 
     Call with ``{"boxes": (G, 4) normalized cx, cy, w, h, "classes": (G,)
     int (-1 = pad), "masks": (G', H, W) uint8/bool at the input size,
@@ -74,10 +92,17 @@ class YolactTargetEncoder:
     def __init__(self, anchors, num_level_anchors, image_size, num_classes=80,
                  assigner="atss", overlap="iou", topk=9, proto_size=None,
                  segm_size=None, official_segm_channels=True,
-                 pos_iou_thr=0.5, neg_iou_thr=0.4, min_pos_iou=0.0):
+                 pos_iou_thr=0.5, neg_iou_thr=0.4, min_pos_iou=0.0,
+                 ignore_iof_thr=-1.0):
         if assigner not in ASSIGNERS:
             raise ValueError(f"assigner must be one of {ASSIGNERS}, got "
                              f"{assigner!r}")
+        self.ignore_iof_thr = float(ignore_iof_thr)
+        if self.ignore_iof_thr > 0 and assigner != "max_iou":
+            raise ValueError(
+                f"ignore_iof_thr={ignore_iof_thr}: crowd regions are ignored "
+                "by the max_iou assigner only (mmdet MaxIoUAssigner); use "
+                "-1 with ATSS")
         self.anchors = np.asarray(anchors, np.float32)
         self.num_level_anchors = tuple(int(n) for n in num_level_anchors)
         self.image_size = (int(image_size[0]), int(image_size[1]))
@@ -96,7 +121,8 @@ class YolactTargetEncoder:
             self._assign = MaxIoUAssigner(pos_iou_thr=pos_iou_thr,
                                           neg_iou_thr=neg_iou_thr,
                                           min_pos_iou=min_pos_iou,
-                                          overlap=overlap)
+                                          overlap=overlap,
+                                          ignore_iof_thr=self.ignore_iof_thr)
 
     def pixel_boxes(self, boxes):
         """Normalised cx, cy, w, h -> pixel x1, y1, x2, y2."""
@@ -128,8 +154,15 @@ class YolactTargetEncoder:
                                   masks, num_gts=num_gts,
                                   gt_labels=inst_classes)
         else:
+            crowd = None
+            if self.ignore_iof_thr > 0:
+                if "crowd_mask" not in gt:
+                    raise ValueError(
+                        f"ignore_iof_thr={self.ignore_iof_thr}: the ground "
+                        "truth has no 'crowd_mask' (H, W) to ignore")
+                crowd = tf.convert_to_tensor(gt["crowd_mask"])
             result = self._assign(anchors, inst_boxes, masks, num_gts=num_gts,
-                                  gt_labels=inst_classes)
+                                  gt_labels=inst_classes, ignore_mask=crowd)
         assigned = result["assigned_gt_inds"]
         positive = assigned > 0
         matched = tf.where(positive, assigned - 1, -1)

@@ -19,8 +19,13 @@ normalised as mmdet does, so their sum is mmdet's total loss:
   pixels, divided by the GT box area relative to the image, summed, times
   ``loss_weight`` (8 for the ATSS configs, 6.125 for fixed IoU), divided
   by the total number of masks used (at least 1).
-* ``YolactSegmLoss``: sigmoid BCE of the P3 semantic logits, summed and
-  divided by ``B * Hs * Ws``.
+* ``YolactSegmLoss``: sigmoid BCE of the P3 semantic logits, summed over
+  the images with at least one instance and divided by ``B * Hs * Ws``
+  (every image of the batch counts in the normaliser). An image without
+  instances contributes 0, as mmdet's ``YOLACTSegmHead.loss`` (its
+  ``get_targets`` returns None and the loss is taken with zero weights;
+  unit test ``test_yolact_head_loss``), not the BCE of its logits against
+  all-zero targets.
 
 Normalisers are per replica (like the per-GPU mmdet losses). BCE on
 probabilities clamps the logs at -100 as torch ``binary_cross_entropy``.
@@ -210,7 +215,15 @@ class YolactMaskLoss(_YolactLoss):
 
 @keras.saving.register_keras_serializable(package="orienmask_tf")
 class YolactSegmLoss(_YolactLoss):
-    """Sigmoid BCE of the semantic logits, ``/ (B * Hs * Ws)``."""
+    """Sigmoid BCE of the semantic logits, ``/ (B * Hs * Ws)``.
+
+    mmdet ``YOLACTSegmHead.loss``: per image, the BCE summed over classes
+    and pixels with ``avg_factor = num_imgs * mask_h * mask_w``, and 0 for
+    an image without ground truth (``gt_masks.size(0) == 0``); the per-image
+    terms are summed. Whether an image has instances comes from
+    ``y_true["num_gts"]`` (the encoder's count); without that key every
+    image counts as having instances.
+    """
 
     def __init__(self, num_classes=80, num_anchors=1, loss_weight=1.0,
                  name="loss_segm", **kwargs):
@@ -221,6 +234,9 @@ class YolactSegmLoss(_YolactLoss):
         logits = tf.cast(y_pred["segm"], tf.float32)
         targets = tf.cast(y_true["segm_targets"], tf.float32)
         bce = tf.nn.sigmoid_cross_entropy_with_logits(targets, logits)
+        if "num_gts" in y_true:
+            has_gt = tf.cast(y_true["num_gts"], tf.float32) > 0
+            bce = tf.where(has_gt[:, None, None, None], bce, 0.0)
         shape = tf.shape(logits)
         denom = tf.cast(shape[0] * shape[1] * shape[2], tf.float32)
         return self.loss_weight * tf.reduce_sum(bce) / denom
