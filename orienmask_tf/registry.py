@@ -61,6 +61,9 @@ class Family:
     # The family's smallest shipped preset (narrow, shallow; CPU tests and
     # smoke runs); the shared contract tests build every family from it.
     tiny_preset = ""
+    # Every tiny preset of the family (variants too); the contract tests
+    # run on each. Default: ``(tiny_preset,)``.
+    test_presets = ()
 
     def __repr__(self):
         return f"<family {self.name}>"

@@ -1,5 +1,6 @@
-"""The contract every registered model family keeps (run on each family from
-its ``tiny_preset``): a new family gets these tests by being registered."""
+"""The contract every registered model family keeps, run on each of its tiny
+presets (``Family.test_presets``): a new family gets these tests by being
+registered."""
 
 import json
 import zipfile
@@ -36,17 +37,21 @@ def test_every_family_is_registered_with_a_tiny_preset():
         family = registry.get(name)
         assert family.name == name and family.display_name
         assert om.presets()[family.tiny_preset]["family"] == name
+        for preset in family.test_presets:
+            assert om.presets()[preset]["family"] == name
     assert registry.default_family().name in registry.names()
 
 
-@pytest.fixture(params=sorted(registry.names()), scope="module")
-def family(request):
-    return registry.get(request.param)
+def _test_presets():
+    for name in sorted(registry.names()):
+        family = registry.get(name)
+        yield from (family.test_presets or (family.tiny_preset,))
 
 
-@pytest.fixture(scope="module")
-def config(family):
-    return load_config(preset_path(family.tiny_preset), DATA)
+@pytest.fixture(params=list(_test_presets()), scope="module")
+def config(request):
+    """The experiment of each tiny preset of each family."""
+    return load_config(preset_path(request.param), DATA)
 
 
 def random_network(config, seed=0):

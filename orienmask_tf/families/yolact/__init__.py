@@ -33,6 +33,7 @@ class YolactFamily(registry.Family):
     absent_keys = {"anchors": "YOLACT anchors follow image_size, "
                               "targets.assigner and decode.style"}
     tiny_preset = "yolact_tiny"
+    test_presets = ("yolact_tiny", "mayolact_tiny")
 
     def defaults(self):
         from orienmask_tf.config import DataConfig
