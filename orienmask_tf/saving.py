@@ -143,6 +143,11 @@ def load_network(path, config=None, config_path=None, overrides=(),
                          "model from training or `orienmask-tf convert`)")
     if config is None:
         config = resolve_config(path, config_path, overrides, what)
+    # Keras finds a custom class only once its module has been imported
+    # (registered): import every family's network, so that a file holding
+    # another family's network still loads and gets the clear error below.
+    for name in registry.names():
+        registry.get(name).network_class()
     try:
         network = keras.models.load_model(path, compile=False)
     except (ValueError, TypeError, OSError) as error:

@@ -73,3 +73,18 @@ def test_save_is_atomic_and_checks_the_name(tmp_path):
     with pytest.raises(ValueError, match="expected a .keras file name"):
         save_network(seg.network, tmp_path / "model.h5", seg.config)
     assert not list(tmp_path.iterdir())
+
+
+def test_a_fresh_process_loads_any_family_from_the_file_alone(tmp_path):
+    """Keras resolves a custom class only once its module is imported: a new
+    process that knows nothing but the path must still load the file."""
+    import subprocess
+    import sys
+
+    path = om.from_preset("mayolact_tiny").save(tmp_path / "m.keras")
+    code = ("import orienmask_tf as om, sys; "
+            "print(om.load(sys.argv[1]).config.name)")
+    result = subprocess.run([sys.executable, "-c", code, str(path)],
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.strip().endswith("mayolact_tiny")
