@@ -148,6 +148,10 @@ def train(config, output_dir=None, devices=None, extra_callbacks=(),
         coco = coco_lib.load_coco(config.data.train_annotations,
                                   config.data.train_images,
                                   on_error=config.data.on_error)
+        if config.data.skip_empty:
+            # Counted for the steps per epoch as mmdet counts its filtered
+            # dataset; build_dataset then keeps it as it is.
+            coco = coco.with_annotations_only()
         if not config.data.class_names:
             config = dataclasses.replace(config, data=dataclasses.replace(
                 config.data, class_names=tuple(coco.class_names)))

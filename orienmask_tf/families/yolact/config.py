@@ -5,6 +5,12 @@ Defaults are ``yolact_r50_4x8_coco_scale550_ATSSwmaIoU.py``: ResNet-50 + FPN
 (mmdet layout), ATSS with mask-aware IoU, the mmdet ``4x8`` schedule. YOLACT
 has no ``anchors`` key: its anchors follow ``image_size``,
 ``targets.assigner`` and ``decode.style`` (``config_anchors``).
+
+Images without annotations are not trained on (``data.skip_empty: true``
+in the family defaults, set in ``YolactFamily.defaults``), as mmdet's
+``CocoDataset(filter_empty_gt=True)`` of every official config; crowd
+regions are not ignored (``targets.ignore_iof_thr: -1``, mmdet's
+``MaxIoUAssigner`` default there).
 """
 
 import dataclasses
