@@ -20,7 +20,6 @@ import zipfile
 import keras
 
 from orienmask_tf import registry
-from orienmask_tf.config import ConfigError
 from orienmask_tf.config import config_to_dict
 from orienmask_tf.config import load_config
 

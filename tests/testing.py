@@ -171,3 +171,25 @@ def assert_model_file_travels_alone(model, folder, shapes, monkeypatch,
                      str(images), "--output", "drawn2", "--set",
                      "model.num_classes=7"]) == 2
     assert "model.num_classes=7" in capsys.readouterr().err
+
+
+def random_family_state_dict(config, seed=0, network=None):
+    """A random state_dict in the official layout of ``config``'s network
+    (shapes from the family's own ``state_dict_from_model``)."""
+    family = config.family
+    network = network or family.build_network(config)
+    listing = {"state_dict": [
+        {"key": k, "shape": list(np.shape(v))}
+        for k, v in family.state_dict_from_model(network).items()]}
+    return random_official_state_dict(listing, seed=seed)
+
+
+def random_family_network(config, seed=0):
+    """``config``'s network with non-degenerate random weights (see
+    ``random_tiny_model``), set through the family's own converter."""
+    family = config.family
+    network = family.build_network(config)
+    family.convert_checkpoint(
+        network, random_family_state_dict(config, seed, network),
+        config=config, source="random")
+    return network

@@ -16,7 +16,6 @@ uint8 / encoded images (``detect_uint8``, ``detect_encoded``) for every
 family.
 """
 
-import numpy as np
 import tensorflow as tf
 
 from orienmask_tf import registry

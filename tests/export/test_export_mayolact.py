@@ -33,15 +33,9 @@ def exported(tmp_path_factory):
     config = load_config(preset_path("mayolact_tiny"),
                          ["decode.score_thr=0.0"])
     family = config.family
-    network = family.build_network(config)
-    listing = {"state_dict": [
-        {"key": k, "shape": list(np.shape(v))}
-        for k, v in family.state_dict_from_model(network).items()]}
-    # Non-degenerate random weights with non-zero DCN offsets (README,
-    # "random weights"), through the family's own converter.
-    family.convert_checkpoint(
-        network, testing.random_official_state_dict(listing, seed=5),
-        config=config, source="random")
+    # Non-degenerate random weights with non-zero DCN offsets, through the
+    # family's own converter.
+    network = testing.random_family_network(config, seed=5)
     assert any(float(np.abs(w.numpy()).max()) > 0 for w in network.weights
                if "conv_offset" in w.path)
     anchors, decode = family.inference_args(config)

@@ -58,23 +58,9 @@ def config(request):
     return load_config(preset_path(request.param), DATA)
 
 
-def random_network(config, seed=0):
-    """The family's network with non-degenerate random weights, set through
-    its own checkpoint converter (``testing.random_official_state_dict``)."""
-    family = config.family
-    network = family.build_network(config)
-    listing = {"state_dict": [
-        {"key": k, "shape": list(np.shape(v))}
-        for k, v in family.state_dict_from_model(network).items()]}
-    family.convert_checkpoint(
-        network, testing.random_official_state_dict(listing, seed=seed),
-        config=config, source="random")
-    return network
-
-
 @pytest.fixture(scope="module")
 def network(config):
-    return random_network(config)
+    return testing.random_family_network(config)
 
 
 def _images(config, batch=2, seed=0):
@@ -116,7 +102,7 @@ def _one_batch(config):
 
 
 def test_every_weight_gets_a_finite_gradient(config):
-    network = random_network(config, seed=1)
+    network = testing.random_family_network(config, seed=1)
     model = TrainModel(network, config.family.make_loss(config))
     images, targets = _one_batch(config)
     with tf.GradientTape() as tape:

@@ -25,7 +25,7 @@ def _sets(overrides):
 def test_cli_train_lowers_the_loss(tmp_path, monkeypatch, capsys):
     data = make_data(tmp_path, num_train=16, num_val=4, size=96)
     run = tmp_path / "run"
-    assert cli.main(["train", "--config", TINY, "--output-dir", str(run),
+    assert cli.main(["train", "--config", TINY, "--output", str(run),
                      "--verbose", "0"] + _sets(DATA + data + [
                          "train.epochs=4", "train.steps_per_epoch=8",
                          "train.optimizer=adamw", "train.learning_rate=0.003",
@@ -47,11 +47,7 @@ def test_cli_train_lowers_the_loss(tmp_path, monkeypatch, capsys):
 
 def test_cli_convert_random_mmdet_mayolact_checkpoint(tmp_path, capsys):
     config = load_config(TINY)
-    network = config.family.build_network(config)
-    listing = {"state_dict": [
-        {"key": k, "shape": list(np.shape(v))}
-        for k, v in state_dict_from_model(network).items()]}
-    state_dict = testing.random_official_state_dict(listing, seed=6)
+    state_dict = testing.random_family_state_dict(config, seed=6)
     assert "backbone.layer2.0.conv2.conv_offset.weight" in state_dict
     assert "neck.upsample_modules.0.content_encoder.weight" in state_dict
     checkpoint = tmp_path / "mayolact_mmdet.npz"

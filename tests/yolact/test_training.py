@@ -36,7 +36,7 @@ def trained(tmp_path_factory):
     root = tmp_path_factory.mktemp("yolact_train")
     data = make_data(root, num_train=16, num_val=4, size=96)
     run = root / "run"
-    code = cli.main(["train", "--config", TINY, "--output-dir", str(run),
+    code = cli.main(["train", "--config", TINY, "--output", str(run),
                      "--verbose", "0"] + _sets(DATA + data + [
                          "train.epochs=5", "train.steps_per_epoch=8",
                          "train.optimizer=adamw", "train.learning_rate=0.003",
@@ -133,17 +133,9 @@ def test_model_and_config_of_different_architectures_are_refused(
         "model.architecture=orienmask" in capsys.readouterr().err
 
 
-def _random_mmdet_state_dict(config, seed):
-    model = config.family.build_network(config)
-    listing = {"state_dict": [
-        {"key": k, "shape": list(np.shape(v))}
-        for k, v in state_dict_from_model(model).items()]}
-    return testing.random_official_state_dict(listing, seed=seed)
-
-
 def test_cli_convert_random_mmdet_checkpoint(tmp_path, capsys):
     config = load_config(TINY, ["targets.assigner=fixed_iou"])
-    state_dict = _random_mmdet_state_dict(config, seed=4)
+    state_dict = testing.random_family_state_dict(config, seed=4)
     assert state_dict["bbox_head.conv_cls.weight"].shape[0] == 3 * 4
     checkpoint = tmp_path / "yolact_mmdet.npz"
     np.savez(checkpoint, **state_dict)
@@ -171,7 +163,7 @@ def test_cli_convert_random_mmdet_checkpoint(tmp_path, capsys):
 
 def test_torchvision_backbone_initialises_training(tmp_path, capsys):
     config = load_config(TINY)
-    full = _random_mmdet_state_dict(config, seed=5)
+    full = testing.random_family_state_dict(config, seed=5)
     torchvision = {k[len("backbone."):]: v for k, v in full.items()
                    if k.startswith("backbone.")}
     torchvision["fc.weight"] = np.zeros((1000, 128), np.float32)
