@@ -17,6 +17,7 @@ constructor kwargs; networks never read this module.
 """
 
 import dataclasses
+import difflib
 import os
 import typing
 
@@ -29,11 +30,44 @@ class ConfigError(ValueError):
     """Invalid configuration; the message names the file and the key."""
 
 
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """``yaml.SafeLoader`` that refuses a key repeated in one mapping (plain
+    YAML keeps the last one silently, e.g. a section written twice)."""
+
+    def construct_mapping(self, node, deep=False):
+        seen = {}
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if key in seen:
+                raise ConfigError(
+                    f"key {key!r} appears twice in one mapping (lines "
+                    f"{seen[key] + 1} and {key_node.start_mark.line + 1}); "
+                    "YAML would silently keep only the last one")
+            seen[key] = key_node.start_mark.line
+        return super().construct_mapping(node, deep=deep)
+
+
+def read_yaml(stream):
+    """``yaml.safe_load`` that refuses duplicate keys (``ConfigError``)."""
+    return yaml.load(stream, Loader=_UniqueKeyLoader)
+
+
 def check_choice(value, allowed, key):
     """Raise ``ConfigError`` unless ``value`` is one of ``allowed``."""
     if value not in allowed:
         raise ConfigError(f"{key}: expected one of {list(allowed)}, got "
                           f"{value!r}")
+
+
+def check_synchronized_bn(value, key="model.synchronized_bn"):
+    """``model.synchronized_bn``: false (per-replica BatchNorm statistics),
+    true (Keras cross-replica BatchNorm) or ``split_invariant``
+    (``layers.batch_norm.SplitInvariantBatchNorm``: cross-replica, and the
+    same statistics and gradients however the batch is split)."""
+    if isinstance(value, bool) or value == "split_invariant":
+        return
+    raise ConfigError(f"{key}: expected true, false or 'split_invariant', "
+                      f"got {value!r}")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -79,7 +113,9 @@ class TrainConfig:
     # (fine-tuning a converted checkpoint with small per-device batches).
     freeze_bn: bool = False
     steps_per_epoch: int = 0  # 0 = training images // batch_size
-    output_dir: str = ""  # "" = runs/<name>
+    # "" = a new runs/<name>, runs/<name>2, ...; a folder given here is used
+    # as it is (a run in it continues: training.runs).
+    output_dir: str = ""
     init_weights: str = ""  # .keras from `orienmask-tf convert` (full or backbone)
     checkpoint_every: int = 1  # epochs between epoch_NNN.keras checkpoints
     eval_every: int = 1  # epochs between COCO evaluations; 0 = never
@@ -205,7 +241,15 @@ def _article(family):
     return f"{'an' if name[:1].upper() in 'AEIOU' else 'a'} {name}"
 
 
+_TYPE_NAMES = {bool: "true/false", int: "an integer", float: "a number",
+               str: "a string", type(None): "null"}
+
+
 def _type_name(tp):
+    if typing.get_origin(tp) is typing.Union:
+        return " or ".join(_type_name(a) for a in typing.get_args(tp))
+    if tp in _TYPE_NAMES:
+        return _TYPE_NAMES[tp]
     return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
 
 
@@ -305,6 +349,10 @@ def _unknown_key(name, where, key, fields, family):
             return (f"{name!r} is {_article(other)} setting, but "
                     f"model.architecture is {family.name!r} (set "
                     f"model.architecture: {other.name} to use it); {known}")
+    close = difflib.get_close_matches(str(key), sorted(fields), n=1)
+    if close:
+        guess = f"{where}.{close[0]}" if where else close[0]
+        return f"unknown key {name!r}, did you mean {guess!r}? {known}"
     return f"unknown key {name!r}; {known}"
 
 
@@ -354,6 +402,17 @@ def _validate(config):
         raise ConfigError(
             f"data.on_error: expected 'raise' or 'skip', got "
             f"{config.data.on_error!r}")
+    data = config.data
+    for key in ("max_instances", "shuffle_buffer"):
+        if getattr(data, key) < 1:
+            raise ConfigError(f"data.{key}: must be >= 1, got "
+                              f"{getattr(data, key)}")
+    if data.min_box_size < 0:
+        raise ConfigError(f"data.min_box_size: must be >= 0, got "
+                          f"{data.min_box_size}")
+    if data.num_parallel_calls < 1 and data.num_parallel_calls != -1:
+        raise ConfigError("data.num_parallel_calls: must be >= 1, or -1 for "
+                          f"tf.data.AUTOTUNE, got {data.num_parallel_calls}")
     train = config.train
     choices = (("schedule", ("step", "cosine", "cosine_epoch")),
                ("optimizer", ("sgd", "adamw")),
@@ -381,6 +440,13 @@ def _validate(config):
                           "and train.weight_decay >= 0")
     if list(train.milestones) != sorted(train.milestones):
         raise ConfigError("train.milestones: must be increasing")
+    if not 0.0 <= train.min_lr_ratio <= 1.0 or not \
+            0.0 <= train.warmup_ratio <= 1.0:
+        raise ConfigError("train.min_lr_ratio and train.warmup_ratio: "
+                          "expected values in [0, 1]")
+    if not 0.0 <= train.momentum < 1.0 or train.gamma <= 0:
+        raise ConfigError("train.momentum must be in [0, 1) and train.gamma "
+                          "> 0")
     return config
 
 
@@ -408,11 +474,13 @@ def load_config(path=None, overrides=(), base=None, base_name="model"):
         path = os.fspath(path)
         try:
             with open(path, encoding="utf-8") as stream:
-                data = yaml.safe_load(stream)
+                data = read_yaml(stream)
         except OSError as error:
             raise ConfigError(f"{path}: cannot read config ({error.strerror})")
         except yaml.YAMLError as error:
             raise ConfigError(f"{path}: not valid YAML ({error})")
+        except ConfigError as error:
+            raise ConfigError(f"{path}: {error}") from None
         sources.append((path, data or {}))
     for text in overrides:
         try:

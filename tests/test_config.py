@@ -65,9 +65,9 @@ def _write(tmp_path, text):
 def test_unknown_key_names_file_and_key(tmp_path):
     path = _write(tmp_path, "model:\n  widht: 8\n")
     with pytest.raises(ConfigError,
-                       match=r"exp.yaml: unknown key 'model.widht'; known keys "
-                             r"of 'model': architecture, num_anchors, "
-                             r"num_classes"):
+                       match=r"exp.yaml: unknown key 'model.widht', did you "
+                             r"mean 'model.width'\? known keys of 'model': "
+                             r"architecture, num_anchors, num_classes"):
         load_config(path)
 
 
@@ -147,3 +147,35 @@ def test_explicit_anchor_list():
                                   2 * np.asarray(ANCHORS_YOLOV3))
     with pytest.raises(ValueError, match="positive"):
         resolve_anchors([[1, -2]] * 9)
+
+
+@pytest.mark.parametrize("override, key", [
+    ("data.shuffle_buffer=0", "data.shuffle_buffer"),
+    ("data.max_instances=-1", "data.max_instances"),
+    ("data.max_instances=0", "data.max_instances"),
+    ("data.num_parallel_calls=0", "data.num_parallel_calls"),
+    ("data.min_box_size=-1", "data.min_box_size"),
+    ("decode.nms_pre=-5", "decode.nms_pre"),
+    ("decode.nms_post=0", "decode.nms_post"),
+    ("decode.nms_threshold=0", "nms_threshold"),
+    ("loss.center_region=0", "loss.center_region"),
+    ("loss.obj_ignore_threshold=1.5", "loss.obj_ignore_threshold"),
+    ("train.momentum=1.0", "train.momentum"),
+    ("train.warmup_ratio=2", "train.warmup_ratio"),
+])
+def test_numeric_settings_are_range_checked(override, key):
+    with pytest.raises(ConfigError, match=key):
+        load_config(testing.CONFIGS_DIR / "tiny.yaml", [override])
+
+
+def test_yaml_with_a_repeated_key_is_refused(tmp_path):
+    path = tmp_path / "twice.yaml"
+    path.write_text("model:\n  width: 8\ntrain:\n  epochs: 2\n"
+                    "model:\n  num_classes: 3\n")
+    with pytest.raises(ConfigError, match=r"twice.yaml: key 'model' appears "
+                       r"twice in one mapping \(lines 1 and 5\)"):
+        load_config(path)
+    nested = tmp_path / "nested.yaml"
+    nested.write_text("train:\n  epochs: 2\n  epochs: 3\n")
+    with pytest.raises(ConfigError, match="'epochs' appears twice"):
+        load_config(nested)

@@ -15,9 +15,8 @@ Signatures (``saved_model_cli show --all`` lists them):
   ``cls_score_l0`` ... ``coeff_pred_l4`` and ``protos``, the normalisation
   applied inside, the training-only ``segm`` left out).
 
-The model may be an ``OrienMask`` or a ``Yolact`` (see ``serving.py`` for
-what ``anchors`` and ``decode_kwargs`` are for each); the signatures are the
-same for both.
+The model may be the network of any family (its serving adapter says what
+``anchors`` and ``decode_kwargs`` are); the signatures are the same for all.
 """
 
 import json

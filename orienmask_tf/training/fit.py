@@ -1,14 +1,17 @@
 """``train(config)``: strategy scope -> network + loss -> compile -> fit,
 for OrienMask and YOLACT alike (parts from ``training.builders``).
 
-Everything the run writes goes to ``train.output_dir`` (default
-``runs/<config name>``)::
+Everything the run writes goes to its run folder: a new ``runs/<config
+name>`` (``runs/<name>2``, ``runs/<name>3``, ... when it exists), or the
+folder named by ``--resume`` / ``--output`` / ``train.output_dir``
+(``training.runs`` says when an existing run may be continued)::
 
     config.yaml          the experiment (class names filled in)
     checkpoints/         last.keras, best.keras (by val mask AP),
                          epoch_NNN.keras every train.checkpoint_every epochs
-                         (each the plain OrienMask / Yolact network)
-    model.keras          the final network
+                         (each the family's plain network, with the
+                         experiment stored in the file)
+    model.keras          the final network (with its experiment)
     backup/              weights + optimizer + training_state.json
                          (train.backup_every steps); a restarted run resumes
                          at that epoch and step
@@ -34,6 +37,7 @@ from orienmask_tf.saving import load_network
 from orienmask_tf.saving import save_network
 from orienmask_tf.training.train_model import TrainModel
 from orienmask_tf.training.optimizer import make_optimizer
+from orienmask_tf.training.runs import prepare_run
 from orienmask_tf.training.schedules import make_schedule
 from orienmask_tf.training.strategy import distributed_dataset
 from orienmask_tf.training.strategy import get_strategy
@@ -84,13 +88,17 @@ def build_train_model(config, strategy, steps_per_epoch):
         logger.warning("train.jit_compile is ignored under %s "
                        "(keras-team/keras#19005)", type(strategy).__name__)
         jit = False
-    if (strategy.num_replicas_in_sync > 1 and config.model.synchronized_bn
+    if (strategy.num_replicas_in_sync > 1
+            and config.model.synchronized_bn is True
             and not config.train.freeze_bn):
         logger.warning(
-            "model.synchronized_bn under %s with %d replicas: measured with "
-            "TF 2.21 / Keras 3.15, the gradients of the full network differ "
-            "from one device's on the same global batch (forward statistics "
-            "match); see README 'Training'", type(strategy).__name__,
+            "model.synchronized_bn=true under %s with %d replicas: Keras' "
+            "cross-replica BatchNorm is exact maths, but its float32 "
+            "statistics round differently for every replica count, so "
+            "training is not bit-for-bit the one-device training (LeakyReLU "
+            "amplifies the rounding); model.synchronized_bn=split_invariant "
+            "gives the same statistics and gradients however the batch is "
+            "split; see README 'Training'", type(strategy).__name__,
             strategy.num_replicas_in_sync)
     with strategy.scope():
         network = build_network(config)
@@ -105,10 +113,15 @@ def build_train_model(config, strategy, steps_per_epoch):
     return model
 
 
-def _output_dirs(config, output_dir):
-    root = output_dir or config.train.output_dir or os.path.join(
-        "runs", config.name)
-    if not is_chief():
+def _output_dirs(config, output_dir, resume=None, exist_ok=False,
+                 force=False, strategy=None):
+    """The run folder (``runs.prepare_run``); non-chief workers get their
+    own subfolder of the chief's."""
+    chief = is_chief()
+    root = prepare_run(config, output_dir=output_dir, resume=resume,
+                       exist_ok=exist_ok, force=force, strategy=strategy,
+                       chief=chief)
+    if not chief:
         # Non-chief workers write their (identical) backups and throw-away
         # logs apart, so that the chief's files are never overwritten.
         _, index = task_info()
@@ -117,25 +130,39 @@ def _output_dirs(config, output_dir):
 
 
 def train(config, output_dir=None, devices=None, extra_callbacks=(),
-          verbose=1, evaluate=True):
+          verbose=1, evaluate=True, resume=None, exist_ok=False,
+          force=False):
     """Train the network of ``config`` (its family's, by
     ``model.architecture``) as it says; returns a summary dict.
 
     Args:
         config: an ``Experiment``.
-        output_dir: overrides ``train.output_dir``.
+        output_dir: the run folder, used as it is (overrides
+            ``train.output_dir``); default: a new ``runs/<name>[N]``.
         devices: device names for ``MirroredStrategy`` (default all GPUs).
         extra_callbacks: more Keras callbacks (tests).
         verbose: Keras progress bars (1), one line per epoch (2), none (0).
         evaluate: COCO evaluation every ``train.eval_every`` epochs.
+        resume: ``True`` (the latest run of the config name, or
+            ``output_dir``) or a run folder to continue.
+        exist_ok: continue in ``runs/<name>`` even when it exists.
+        force: continue although ``training.runs.SAFE_TO_CHANGE`` keys
+            differ from the run's ``config.yaml``.
+
+    Raises:
+        training.runs.RunFolderError: an existing run was made with
+            another experiment, or ``resume`` finds no run.
     """
     strategy = get_strategy(config.train.strategy, devices)
     keras.config.set_dtype_policy(
         resolve_precision(config.train.mixed_precision))
     keras.utils.set_random_seed(config.train.seed)
     chief = is_chief()
-    root = _output_dirs(config, output_dir)
+    root = _output_dirs(config, output_dir, resume=resume, exist_ok=exist_ok,
+                        force=force, strategy=strategy)
     os.makedirs(root, exist_ok=True)
+    if chief:
+        print(f"run folder {root}", flush=True)
 
     from orienmask_tf.data import coco as coco_lib
     from orienmask_tf.data.pipeline import build_dataset
@@ -207,6 +234,9 @@ def train(config, output_dir=None, devices=None, extra_callbacks=(),
             every=config.train.checkpoint_every, enabled=chief))
         result.append(keras.callbacks.CSVLogger(
             os.path.join(root, "history.csv"), append=True))
+        if chief:  # results.png: losses, learning rate, val AP per epoch
+            result.append(cb.TrainingPlot(os.path.join(root, "history.csv"),
+                                          os.path.join(root, "results.png")))
         result.append(keras.callbacks.TensorBoard(
             os.path.join(root, "logs"), write_graph=False,
             update_freq=config.train.log_every or "epoch"))

@@ -12,6 +12,7 @@ import dataclasses
 import typing
 
 from orienmask_tf.config import ConfigError
+from orienmask_tf.config import check_synchronized_bn
 
 
 @dataclasses.dataclass(frozen=True)
@@ -24,7 +25,7 @@ class ModelConfig:
     num_anchors: int = 3
     width: int = 32
     stackwise_num_blocks: typing.Tuple[int, ...] = (1, 2, 8, 8, 4)
-    synchronized_bn: bool = False
+    synchronized_bn: typing.Union[bool, str] = False
 
 
 @dataclasses.dataclass(frozen=True)
@@ -88,9 +89,31 @@ def validate(config):
     for key in ("num_classes", "num_anchors", "width"):
         if getattr(config.model, key) < 1:
             raise ConfigError(f"model.{key}: must be >= 1")
+    check_synchronized_bn(config.model.synchronized_bn)
     if config.decode.nms not in ("greedy", "fast"):
         raise ConfigError(
             f"decode.nms: expected 'greedy' or 'fast', got {config.decode.nms!r}")
     if len(config.loss.weights) != 7 or len(config.loss.scales_weight) != 3:
         raise ConfigError(
             "loss.weights needs 7 values and loss.scales_weight 3 values")
+    if min(config.loss.weights) < 0 or min(config.loss.scales_weight) < 0:
+        raise ConfigError("loss.weights and loss.scales_weight: must be >= 0")
+    loss, decode = config.loss, config.decode
+    for key in ("center_region", "valid_region"):
+        if not 0.0 < getattr(loss, key) <= 1.0:
+            raise ConfigError(f"loss.{key}: expected a value in (0, 1], got "
+                              f"{getattr(loss, key)}")
+    if not 0.0 <= loss.obj_ignore_threshold <= 1.0:
+        raise ConfigError("loss.obj_ignore_threshold: expected a value in "
+                          f"[0, 1], got {loss.obj_ignore_threshold}")
+    for key in ("nms_pre", "nms_post"):
+        if getattr(decode, key) < 1:
+            raise ConfigError(f"decode.{key}: must be >= 1, got "
+                              f"{getattr(decode, key)}")
+    if not (0.0 <= decode.conf_thresh < 1.0
+            and 0.0 < decode.nms_threshold <= 1.0
+            and 0.0 < decode.orien_thresh <= 1.0):
+        raise ConfigError(
+            "decode: need 0 <= conf_thresh < 1, 0 < nms_threshold <= 1 and "
+            f"0 < orien_thresh <= 1, got {decode.conf_thresh}, "
+            f"{decode.nms_threshold}, {decode.orien_thresh}")
