@@ -144,7 +144,13 @@ def check_annotation(ann, height, width):
     """Why ``ann`` is unusable, as ``(kind, reason)``, or None when fine.
 
     ``kind`` is one of ``malformed``, ``zero_area``, ``outside_image``.
+    A ``bbox`` must be four finite numbers ``[x, y, w, h]`` with a positive
+    size inside the image (masks are the ground truth here, but evaluation
+    scores boxes against it).
     """
+    problem = _check_bbox(ann.get("bbox"), height, width)
+    if problem is not None:
+        return problem
     seg = ann.get("segmentation")
     if isinstance(seg, list):
         if not seg:
@@ -189,6 +195,24 @@ def check_annotation(ann, height, width):
             return "zero_area", "RLE of zero area"
         return None
     return "malformed", "segmentation is neither polygons nor RLE"
+
+
+def _check_bbox(bbox, height, width):
+    if bbox is None:
+        return None
+    try:
+        x, y, w, h = (float(v) for v in bbox)
+    except (TypeError, ValueError):
+        return "malformed", f"bbox {bbox!r} is not [x, y, width, height]"
+    if not np.all(np.isfinite([x, y, w, h])):
+        return "malformed", f"bbox {bbox!r} has non-finite values"
+    if w <= 0 or h <= 0:
+        return "zero_area", f"bbox {bbox!r} has a width or height <= 0"
+    tol = OUTSIDE_TOLERANCE
+    if x < -tol or y < -tol or x + w > width + tol or y + h > height + tol:
+        return "outside_image", (f"bbox {[x, y, w, h]} leaves the "
+                                 f"{width}x{height} image")
+    return None
 
 
 class CocoDataset:

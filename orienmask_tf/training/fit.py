@@ -175,6 +175,12 @@ def train(config, output_dir=None, devices=None, extra_callbacks=(),
         coco = coco_lib.load_coco(config.data.train_annotations,
                                   config.data.train_images,
                                   on_error=config.data.on_error)
+        if coco.num_classes > config.model.num_classes:
+            raise ValueError(
+                f"model.num_classes={config.model.num_classes}, but "
+                f"{config.data.train_annotations} has {coco.num_classes} "
+                "categories: the extra labels would train as background "
+                f"(set model.num_classes={coco.num_classes})")
         if config.data.skip_empty:
             # Counted for the steps per epoch as mmdet counts its filtered
             # dataset; build_dataset then keeps it as it is.

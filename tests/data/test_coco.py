@@ -112,6 +112,12 @@ def test_malformed_json_names_the_file(tmp_path):
      "outside|spans"),
     ("malformed",
      lambda a: a.update(segmentation="nope"), "neither polygons nor RLE"),
+    ("zero_area", lambda a: a.update(bbox=[5, 5, -3, 10]),
+     r"width or height <= 0"),
+    ("outside_image", lambda a: a.update(bbox=[50, 5, 100, 10]),
+     r"bbox .* leaves the"),
+    ("malformed", lambda a: a.update(bbox=[1, 2, 3]),
+     r"is not \[x, y, width, height\]"),
 ])
 def test_bad_annotation_raises_or_is_skipped(tmp_path, caplog, kind, edit,
                                              match):

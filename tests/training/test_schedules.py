@@ -79,3 +79,13 @@ def test_epoch_cosine_matches_the_official_mayolact_schedule():
     # Constant within an epoch, after the warm-up.
     assert float(schedule(3 * steps_per_epoch)) == float(
         schedule(4 * steps_per_epoch - 1))
+
+
+def test_training_refuses_more_categories_than_classes(tmp_path):
+    from orienmask_tf.training import train
+    from tests.training.helpers import tiny_config
+
+    config = tiny_config(tmp_path, "model.num_classes=3")  # the data has 5
+    with pytest.raises(ValueError, match=r"model.num_classes=3, but .* has "
+                       r"5 categories.*set model.num_classes=5"):
+        train(config, output_dir=str(tmp_path / "run"), verbose=0)
