@@ -2,17 +2,158 @@
 
 Subcommands turn a config into kwargs and call the package; they hold no
 model logic themselves.
+
+Conventions: building the parser imports no TensorFlow (``--help`` is
+instant); every option has a help text that shows its default; one name
+per concept (``--config``, ``--set``, ``--model``, ``--images``,
+``--output``); errors are one line ``orienmask-tf <command>: error: ...``
+with exit code 2, with a "did you mean" for misspelt commands, choices,
+options and config keys; ``--quiet`` turns the progress bars (stderr) off;
+``--device`` picks the hardware of the commands that run a network.
 """
 
 import argparse
+import dataclasses
+import difflib
 import json
 import os
+import re
 import sys
+
+from orienmask_tf.progress import spinner
+from orienmask_tf.progress import split_bars
 
 
 def _quiet_tensorflow():
     # TF's C++ start-up chatter hides the actual output of a CLI command.
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+
+class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Appends ``(default: X)`` to an option's help unless the help already
+    says what the default is or there is none to show (None, a flag)."""
+
+    def _get_help_string(self, action):
+        text = action.help or ""
+        default = action.default
+        if ("default" in text.lower() or not action.option_strings
+                or default is None or default is False
+                or default is argparse.SUPPRESS or default == []):
+            return text
+        return super()._get_help_string(action)
+
+
+class _Parser(argparse.ArgumentParser):
+    """One-line errors with exit code 2, and "did you mean" for invalid
+    choices (commands included) and unknown options."""
+
+    def __init__(self, *args, **kwargs):
+        kwargs.setdefault("formatter_class", _HelpFormatter)
+        super().__init__(*args, **kwargs)
+
+    def _check_value(self, action, value):
+        if action.choices is not None and value not in action.choices:
+            choices = [str(c) for c in action.choices]
+            close = difflib.get_close_matches(str(value), choices, n=1)
+            hint = f", did you mean {close[0]!r}?" if close else ""
+            raise argparse.ArgumentError(
+                action, f"invalid choice: {value!r}{hint} (choose from "
+                        f"{', '.join(choices)})")
+
+    def parse_args(self, args=None, namespace=None):
+        args, extras = self.parse_known_args(args, namespace)
+        if extras:
+            parser = getattr(args, "command_parser", self)
+            known = [o for o, a in parser._option_string_actions.items()
+                     if a.help is not argparse.SUPPRESS]
+            hints = []
+            for extra in extras:
+                option = extra.split("=", 1)[0]
+                close = difflib.get_close_matches(option, known, n=1) \
+                    if option.startswith("-") else []
+                if close:
+                    hints.append(f"{option}: did you mean {close[0]}?")
+            parser.error("unrecognized arguments: " + " ".join(extras)
+                         + ("" if not hints else " (" + "; ".join(hints)
+                            + ")"))
+        return args
+
+    def error(self, message):
+        self.exit(2, f"{self.prog}: error: {message} (see "
+                     f"'{self.prog} --help')\n")
+
+
+class _Deprecated(argparse.Action):
+    """A hidden old spelling of an option: stores into the new one's
+    ``dest`` and says on stderr that it is deprecated."""
+
+    def __init__(self, option_strings, dest, new=None, **kwargs):
+        self.new = new
+        kwargs.setdefault("default", argparse.SUPPRESS)
+        super().__init__(option_strings, dest, help=argparse.SUPPRESS,
+                         **kwargs)
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        print(f"{parser.prog}: note: {option_string} is deprecated, use "
+              f"{self.new}", file=sys.stderr)
+        setattr(namespace, self.dest, values)
+
+
+DEVICE_HELP = ("cpu (hide every GPU), gpu (the first GPU), gpu:N (GPU "
+               "number N) or all (every GPU; train: MirroredStrategy when "
+               "train.strategy is default); default: TensorFlow's choice "
+               "(the first GPU if any)")
+
+
+def _device(text):
+    value = text.strip().lower()
+    if value in ("cpu", "gpu", "all") or re.fullmatch(r"gpu:[0-9]+", value):
+        return value
+    raise argparse.ArgumentTypeError(
+        f"expected cpu, gpu, gpu:N or all, got {text!r}")
+
+
+def select_device(spec):
+    """Make only the GPUs of ``--device`` visible to TensorFlow (before it
+    runs an operation): ``cpu``, ``gpu`` (= ``gpu:0``), ``gpu:N``, ``all``.
+    """
+    import tensorflow as tf
+
+    gpus = tf.config.list_physical_devices("GPU")
+    if spec == "cpu":
+        wanted = []
+    elif spec == "all":
+        if not gpus:
+            raise ValueError("--device all: TensorFlow sees no GPU (use "
+                             "--device cpu)")
+        wanted = gpus
+    else:
+        index = int(spec.partition(":")[2] or 0)
+        if index >= len(gpus):
+            seen = ("no GPU" if not gpus else
+                    f"{len(gpus)} GPU(s), gpu:0..gpu:{len(gpus) - 1}")
+            raise ValueError(f"--device {spec}: TensorFlow sees {seen}")
+        wanted = [gpus[index]]
+    try:
+        tf.config.set_visible_devices(wanted, "GPU")
+    except RuntimeError:
+        # Already initialised (a second command in one process): fine if
+        # it already runs on the requested devices.
+        if tf.config.get_visible_devices("GPU") != wanted:
+            raise ValueError(f"--device {spec}: TensorFlow already runs on "
+                             "other devices in this process") from None
+
+
+def _add_quiet(parser):
+    # Also accepted after the command; SUPPRESS keeps the global value.
+    parser.add_argument("-q", "--quiet", action="store_true",
+                        default=argparse.SUPPRESS,
+                        help="no progress bars (same as before the command)")
+
+
+def _add_device(parser):
+    parser.add_argument("--device", type=_device, metavar="DEVICE",
+                        help=DEVICE_HELP)
 
 
 def _add_config_args(parser, required=True):
@@ -87,15 +228,21 @@ def cmd_convert(args):
     if not args.output.endswith(".keras"):
         raise ValueError(f"--output {args.output}: expected a .keras file name")
     config = load_config(args.config, args.overrides)
-    state_dict, official_config = load_state_dict(args.checkpoint,
-                                                  return_config=True)
-    model = config.family.build_network(config)
-    report = config.family.convert_checkpoint(
-        model, state_dict, official_config, config=config, part=args.part,
-        layout=args.layout, skip_keys=args.skip_keys, source=args.checkpoint)
+    with spinner("convert", enabled=not args.quiet) as step:
+        step.phase("reading the checkpoint")
+        state_dict, official_config = load_state_dict(args.checkpoint,
+                                                      return_config=True)
+        step.phase("building the network")
+        model = config.family.build_network(config)
+        step.phase("assigning the weights")
+        report = config.family.convert_checkpoint(
+            model, state_dict, official_config, config=config,
+            part=args.part, layout=args.layout, skip_keys=args.skip_keys,
+            source=args.checkpoint)
+        step.phase(f"writing {args.output}")
+        save_network(model, args.output, config)
     for note in report.get("notes", ()):
         print(f"note: {note}", file=sys.stderr)
-    save_network(model, args.output, config)
     print(f"converted {args.checkpoint}: {report['assigned']} tensors into the "
           f"{report['part']} of {report['network']} "
           f"({config.model.num_classes} classes)")
@@ -151,10 +298,12 @@ def cmd_export(args):
         calibration = _read_calibration_images(
             args.calibration_images, segmenter.image_size,
             args.calibration_count)
-    path = segmenter.export(
-        args.format, output=args.output, quantize=args.quantize,
-        calibration_images=calibration, score_threshold=args.score_threshold,
-        version=args.version, model_name=args.model_name)
+    with spinner(f"export {args.format}", enabled=not args.quiet):
+        path = segmenter.export(
+            args.format, output=args.output, quantize=args.quantize,
+            calibration_images=calibration,
+            score_threshold=args.score_threshold, version=args.version,
+            model_name=args.model_name)
     if args.format == "saved_model":
         name = os.path.basename(os.path.dirname(path))
         print(f"wrote {path} (TF Serving: model_name={name}, version "
@@ -193,8 +342,16 @@ def cmd_train(args):
     from orienmask_tf.training import train
 
     config = load_config(args.config, args.overrides)
-    summary = train(config, output_dir=args.output_dir,
-                    verbose=args.verbose, evaluate=not args.no_eval)
+    if args.device == "all" and config.train.strategy == "default":
+        config = dataclasses.replace(config, train=dataclasses.replace(
+            config.train, strategy="mirrored"))
+    if isinstance(args.resume, str) and args.output:
+        raise ValueError("give the run folder once: --resume DIR, or "
+                         "--output DIR with --resume")
+    verbose = 2 if args.quiet and args.verbose == 1 else args.verbose
+    summary = train(config, output_dir=args.output, verbose=verbose,
+                    evaluate=not args.no_eval, resume=args.resume,
+                    exist_ok=args.exist_ok, force=args.force)
     print(f"trained {summary['epochs']} epochs x "
           f"{summary['steps_per_epoch']} steps (optimizer step "
           f"{summary['global_step']}); outputs in {summary['output_dir']}")
@@ -207,19 +364,29 @@ def cmd_train(args):
 
 def cmd_predict(args):
     from orienmask_tf.inference.predict import list_images
+    from orienmask_tf.inference.predict import match_coco_images
     from orienmask_tf.inference.predict import predict_images
 
     segmenter = _load_segmenter(args)
     class_names = segmenter.class_names
-    if args.annotations:
-        with open(args.annotations) as f:
-            categories = json.load(f)["categories"]
-        class_names = tuple(c["name"] for c in
-                            sorted(categories, key=lambda c: c["id"]))
     paths = list_images(args.images)
+    image_ids = category_ids = None
+    if args.annotations:
+        # Image ids are needed (and checked) only for --coco-json.
+        ids, category_ids, class_names = match_coco_images(
+            args.annotations, paths if args.coco_json else [],
+            segmenter.config.model.num_classes if args.coco_json else None)
+        image_ids = ids if args.coco_json else None
+    elif args.coco_json:
+        print("note: --coco-json without --annotations: image_id is the "
+              "position in the list and category_id the contiguous label "
+              "(give --annotations to score the file against them)",
+              file=sys.stderr)
     written = predict_images(segmenter.network, segmenter.config, paths,
                              args.output, class_names, args.score_threshold,
-                             args.coco_json)
+                             args.coco_json, image_ids=image_ids,
+                             category_ids=category_ids,
+                             progress=not args.quiet)
     for source, out, count in written:
         print(f"{source} -> {out} ({count} detections >= "
               f"{args.score_threshold})")
@@ -241,8 +408,13 @@ def cmd_evaluate(args):
     if args.annotations and not args.images:
         raise ValueError("--annotations with --model needs --images (the "
                          "image folder of that COCO JSON)")
+    # Pictures (pr_curves, per_class_ap, confusion_matrix .png + .json):
+    # into --plots, else beside --output (the run folder in the quickstart).
+    plots = args.plots or (os.path.dirname(os.path.abspath(args.output))
+                           if args.output else None)
     stats = segmenter.evaluate(args.annotations, args.images,
-                               split=args.split, max_images=args.max_images)
+                               split=args.split, max_images=args.max_images,
+                               plots=plots, progress=not args.quiet)
     evaluator = segmenter.last_evaluator
     print(format_table(stats))
     print(f"{len(evaluator.coco)} {args.split} images in "
@@ -278,14 +450,10 @@ def _evaluate_results(args):
 def cmd_make_shapes(args):
     from orienmask_tf.data.shapes import make_shapes
 
-    def progress(split, done, total):
-        if done == total or done % 50 == 0:
-            print(f"\r{split}: {done}/{total} images", end="\n" if done == total
-                  else "", flush=True)
-
-    paths = make_shapes(args.out, args.num_train, args.num_val,
+    paths = make_shapes(args.output, args.num_train, args.num_val,
                         tuple(args.image_size), args.seed,
-                        args.mean_instances, progress=progress,
+                        args.mean_instances,
+                        progress=split_bars(enabled=not args.quiet),
                         style=args.style)
     for split, path in paths.items():
         print(f"wrote {path}")
@@ -299,41 +467,59 @@ def cmd_prepare_data(args):
     dataset = coco_lib.load_coco(args.annotations, args.images,
                                  on_error=args.on_error)
     result = write_tfrecords(dataset, args.output, args.num_shards,
-                             verify=not args.no_verify)
+                             verify=not args.no_verify,
+                             progress=not args.quiet)
     print(f"wrote {result['images']} images to {len(result['files'])} shards "
           f"{args.output}-*-of-{len(result['files']):05d}.tfrecord")
     print(dataset.summary())
     return 0
 
 
+def _command(commands, name, help, func, aliases=()):
+    """A subcommand parser with the shared conventions (``--quiet``, the
+    help formatter, one-line errors)."""
+    sub = commands.add_parser(name, help=help, description=help,
+                              aliases=list(aliases))
+    _add_quiet(sub)
+    sub.set_defaults(func=func, command_parser=sub)
+    return sub
+
+
 def build_parser():
-    parser = argparse.ArgumentParser(
+    """The ``orienmask-tf`` parser (imports no TensorFlow)."""
+    parser = _Parser(
         prog="orienmask-tf",
         description="OrienMask real-time instance segmentation in Keras 3 / "
-                    "TensorFlow 2.")
+                    "TensorFlow 2. 'orienmask-tf COMMAND --help' describes "
+                    "the options of a command.")
     from orienmask_tf.version import __version__
 
     parser.add_argument("--version", action="version",
-                        version=f"orienmask-tf {__version__}")
-    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+                        version=f"orienmask-tf {__version__}",
+                        help="print the version and exit")
+    parser.add_argument("-q", "--quiet", action="store_true",
+                        help="no progress bars (they go to stderr)")
+    commands = parser.add_subparsers(
+        dest="command", metavar="COMMAND",
+        help="what to do ('orienmask-tf COMMAND --help' for its options)")
     commands.required = True
 
-    info = commands.add_parser(
-        "info", help="build a model from a config; print its parameter "
-                     "count and output shapes")
+    info = _command(
+        commands, "info", "build a model from a config; print its parameter "
+                          "count and output shapes", cmd_info)
     _add_config_args(info)
     info.add_argument("--image-size", type=int, nargs=2,
                       metavar=("HEIGHT", "WIDTH"),
                       help="input size (default: the config's image_size)")
-    info.add_argument("--batch-size", type=int, default=1)
+    info.add_argument("--batch-size", type=int, default=1,
+                      help="batch dimension of the printed shapes")
     info.add_argument("--json", action="store_true",
                       help="print machine-readable JSON")
-    info.set_defaults(func=cmd_info)
 
-    convert = commands.add_parser(
-        "convert", help="import an official PyTorch OrienMask or YOLACT "
-                        "checkpoint into a .keras model (the network of "
-                        "--config)")
+    convert = _command(
+        commands, "convert", "import an official PyTorch OrienMask or YOLACT "
+                             "checkpoint into a .keras model (the network of "
+                             "--config)", cmd_convert)
     convert.add_argument(
         "--checkpoint", required=True,
         help="official .pth (read with torch.load(weights_only=True); needs "
@@ -356,19 +542,20 @@ def build_parser():
         "--skip-keys", metavar="REGEX",
         help="ignore checkpoint keys matching this regex (reported); every "
              "other key must match exactly")
-    convert.set_defaults(func=cmd_convert)
 
-    export = commands.add_parser(
-        "export", help="export a .keras model with its decoding: SavedModel "
-                       "(TF Serving), TFLite or ONNX")
+    export = _command(
+        commands, "export", "export a .keras model with its decoding: "
+                            "SavedModel (TF Serving), TFLite or ONNX",
+        cmd_export)
     export.add_argument("--model", required=True,
                         help="the .keras model (it carries its experiment)")
     _add_config_args(export, required=False)
     export.add_argument("--format", choices=("saved_model", "tflite", "onnx"),
-                        default="saved_model")
+                        default="saved_model", help="deployment format")
     export.add_argument(
         "--quantize", choices=("fp16", "int8-dynamic", "int8"),
-        help="TFLite quantization (int8 needs --calibration-images)")
+        help="TFLite quantization (int8 needs --calibration-images; "
+             "default: none, float32)")
     export.add_argument("--calibration-images", metavar="DIR",
                         help="images for full int8 calibration")
     export.add_argument("--calibration-count", type=int, default=32,
@@ -384,39 +571,71 @@ def build_parser():
     export.add_argument("--model-name", help="default: the config name")
     export.add_argument("--version", type=int,
                         help="SavedModel version (default: next free)")
-    export.set_defaults(func=cmd_export)
+    _add_device(export)
 
     from orienmask_tf.export.formats import FORMATS
 
-    bench = commands.add_parser(
-        "benchmark", help="latency of every deployment format on this "
-                          "machine (median of timed runs after warm-up)")
+    bench = _command(
+        commands, "benchmark", "latency of every deployment format on this "
+                               "machine (median of timed runs after "
+                               "warm-up)", cmd_benchmark)
     bench.add_argument("--model", help=".keras model (default: random "
                                        "weights from --config)")
     _add_config_args(bench, required=False)
     bench.add_argument("--formats", nargs="+", choices=FORMATS,
-                       default=list(FORMATS))
-    bench.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 8])
-    bench.add_argument("--warmup", type=int, default=2)
-    bench.add_argument("--runs", type=int, default=5)
-    bench.set_defaults(func=cmd_benchmark)
+                       default=list(FORMATS), metavar="FORMAT",
+                       help=f"formats to time, of {', '.join(FORMATS)} "
+                            "(default: all)")
+    bench.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 8],
+                       help="batch sizes to time")
+    bench.add_argument("--warmup", type=int, default=2,
+                       help="untimed runs first (compilation, caches)")
+    bench.add_argument("--runs", type=int, default=5,
+                       help="timed runs; the median is reported")
+    _add_device(bench)
 
-    train = commands.add_parser(
-        "train", help="train OrienMask or YOLACT with model.fit (strategy, "
-                      "schedule, checkpoints, backup/resume, TensorBoard "
-                      "from the config's train section)")
+    train = _command(
+        commands, "train", "train OrienMask or YOLACT with model.fit "
+                           "(strategy, schedule, checkpoints, backup/resume, "
+                           "TensorBoard from the config's train section)",
+        cmd_train)
     _add_config_args(train)
-    train.add_argument("--output-dir",
-                       help="default: train.output_dir or runs/<name>")
+    train.add_argument(
+        "--output", metavar="DIR",
+        help="the run folder, used as it is: a run already in it continues "
+             "(same config required, see --force). Default: "
+             "train.output_dir, else a new runs/<name> (runs/<name>2, "
+             "runs/<name>3, ... when it exists)")
+    train.add_argument("--output-dir", action=_Deprecated, new="--output",
+                       dest="output")
+    train.add_argument(
+        "--resume", nargs="?", const=True, metavar="DIR",
+        help="continue a run from its backup: DIR, or the latest "
+             "runs/<name>N of the config; its config.yaml must equal the "
+             "requested config (default: start a new run)")
+    train.add_argument(
+        "--exist-ok", action="store_true",
+        help="use runs/<name> even when it exists (a run in it continues, "
+             "as with --resume) instead of a new runs/<name>N")
+    train.add_argument(
+        "--force", action="store_true",
+        help="continue a run although keys that are safe to change differ "
+             "from its config.yaml: train.epochs, the evaluation / "
+             "checkpoint / backup / logging frequencies, train.strategy, "
+             "train.jit_compile and the data paths "
+             "(training.runs.SAFE_TO_CHANGE); any other difference is "
+             "always refused")
     train.add_argument("--verbose", type=int, choices=(0, 1, 2), default=1,
-                       help="1: Keras progress bars, 2: one line per epoch")
+                       help="1: Keras progress bars, 2: one line per epoch "
+                            "(--quiet: 2), 0: silent")
     train.add_argument("--no-eval", action="store_true",
                        help="skip the periodic COCO evaluation")
-    train.set_defaults(func=cmd_train)
+    _add_device(train)
 
-    predict = commands.add_parser(
-        "predict", help="draw detections (masks, boxes, class names, "
-                        "scores) of a .keras model on images")
+    predict = _command(
+        commands, "predict", "draw detections (masks, boxes, class names, "
+                             "scores) of a .keras model on images",
+        cmd_predict)
     predict.add_argument("--model", required=True,
                          help="the .keras model (it carries its experiment)")
     _add_config_args(predict, required=False)
@@ -424,54 +643,73 @@ def build_parser():
                          help="an image, a folder or a glob pattern")
     predict.add_argument("--output", required=True,
                          help="folder for the drawn images")
-    predict.add_argument("--score-threshold", type=float, default=0.3)
-    predict.add_argument("--coco-json", metavar="FILE",
-                         help="also write the detections as COCO results")
-    predict.add_argument("--annotations",
-                         help="COCO JSON to take class names from")
-    predict.set_defaults(func=cmd_predict)
+    predict.add_argument("--score-threshold", type=float, default=0.3,
+                         help="draw (and write) detections scoring at least "
+                              "this; 0 for --coco-json results to score")
+    predict.add_argument(
+        "--coco-json", metavar="FILE",
+        help="also write the detections as COCO results (with "
+             "--annotations: the images' COCO ids and the dataset's "
+             "category ids, scorable with 'evaluate --results')")
+    predict.add_argument(
+        "--annotations", metavar="JSON",
+        help="COCO instances JSON of the images: class names, and for "
+             "--coco-json the image ids (matched by file name) and "
+             "category ids")
+    _add_device(predict)
 
     from orienmask_tf.data.coco import ON_ERROR
     from orienmask_tf.data.shapes import STYLES
     from orienmask_tf.eval.coco_eval import BACKENDS
     from orienmask_tf.eval.coco_eval import IOU_TYPES
 
-    shapes = commands.add_parser(
-        "make-shapes", help="write a synthetic COCO-format dataset of "
-                            "textured shapes (train and val splits)")
-    shapes.add_argument("--out", required=True, help="output folder")
-    shapes.add_argument("--num-train", type=int, default=64)
-    shapes.add_argument("--num-val", type=int, default=16)
-    shapes.add_argument("--image-size", type=int, nargs=2, default=(480, 640),
-                        metavar=("HEIGHT", "WIDTH"))
-    shapes.add_argument("--seed", type=int, default=0)
-    shapes.add_argument("--mean-instances", type=float, default=7.0)
+    shapes = _command(
+        commands, "make-shapes", "write a synthetic COCO-format dataset of "
+                                 "textured shapes (train and val splits)",
+        cmd_make_shapes)
+    shapes.add_argument("--output", metavar="DIR",
+                        help="output folder (required)")
+    shapes.add_argument("--out", action=_Deprecated, new="--output",
+                        dest="output")
+    shapes.set_defaults(required_options=(("output", "--output"),))
+    shapes.add_argument("--num-train", type=int, default=64,
+                        help="training images")
+    shapes.add_argument("--num-val", type=int, default=16,
+                        help="validation images")
+    shapes.add_argument("--image-size", type=int, nargs=2, default=[480, 640],
+                        metavar=("HEIGHT", "WIDTH"), help="image size")
+    shapes.add_argument("--seed", type=int, default=0,
+                        help="the same seed writes the same bytes")
+    shapes.add_argument("--mean-instances", type=float, default=7.0,
+                        help="mean shapes per image (Poisson)")
     shapes.add_argument("--style", choices=STYLES, default="coco",
                         help="coco: textured shapes of every size with "
                              "occlusion and crowd regions (default); simple: "
                              "few large flat-coloured shapes (quickstart)")
-    shapes.set_defaults(func=cmd_make_shapes)
 
-    prepare = commands.add_parser(
-        "prepare-data", help="check a COCO instances JSON and its images and "
-                             "write sharded TFRecords")
+    prepare = _command(
+        commands, "prepare-data", "check a COCO instances JSON and its "
+                                  "images and write sharded TFRecords",
+        cmd_prepare_data)
     prepare.add_argument("--annotations", required=True,
                          help="COCO instances JSON")
     prepare.add_argument("--images", required=True, help="image folder")
     prepare.add_argument("--output", required=True,
                          help="output prefix, e.g. data/coco/train2017")
-    prepare.add_argument("--num-shards", type=int, default=64)
+    prepare.add_argument("--num-shards", type=int, default=64,
+                         help="TFRecord files to write")
     prepare.add_argument("--on-error", choices=ON_ERROR, default="raise",
                          help="bad images/annotations: fail (naming the file "
                               "and annotation id) or skip and count")
     prepare.add_argument("--no-verify", action="store_true",
                          help="do not decode every image while writing")
-    prepare.set_defaults(func=cmd_prepare_data)
 
-    evaluate = commands.add_parser(
-        "evaluate", help="COCO bbox/segm AP of a .keras model on a dataset "
-                         "(--model) or of saved detection results "
-                         "(--results); prints the 12-number tables")
+    evaluate = _command(
+        commands, "evaluate", "COCO bbox/segm AP of a .keras model on a "
+                              "dataset (--model) or of saved detection "
+                              "results (--results); prints the 12-number "
+                              "tables ('val' is the same command)",
+        cmd_evaluate, aliases=("val",))
     evaluate.add_argument(
         "--annotations", help="ground-truth COCO instances JSON (with "
                               "--model: instead of the experiment's split)")
@@ -482,30 +720,46 @@ def build_parser():
                           "CocoEvaluator.save writes) or one COCO result "
                           "list (scored as --iou-types)")
     evaluate.add_argument("--iou-types", nargs="+", choices=IOU_TYPES,
-                          default=list(IOU_TYPES))
+                          default=list(IOU_TYPES),
+                          help="what to score (--results)")
     evaluate.add_argument("--backend", choices=BACKENDS,
-                          default="pycocotools")
+                          default="pycocotools",
+                          help="COCO scorer (faster_coco_eval: the "
+                               "[fast-eval] extra, same numbers)")
     evaluate.add_argument("--output", help="write the metrics here as JSON")
+    evaluate.add_argument(
+        "--plots", metavar="DIR",
+        help="with --model: write pr_curves, per_class_ap and "
+             "confusion_matrix (.png + .json) here (default: the folder of "
+             "--output; none without either)")
     evaluate.add_argument(
         "--model", help="a .keras model to run on a dataset (--annotations "
                         "and --images, or --split of its experiment)")
     _add_config_args(evaluate, required=False)
-    evaluate.add_argument("--split", choices=("val", "train"), default="val")
+    evaluate.add_argument("--split", choices=("val", "train"), default="val",
+                          help="with --model and no --annotations: the "
+                               "experiment's split to score")
     evaluate.add_argument("--max-images", type=int, default=0,
                           help="first N images only (0 = all)")
     evaluate.add_argument("--results-output", metavar="FILE",
                           help="write the model's COCO results JSON")
-    evaluate.set_defaults(func=cmd_evaluate)
+    _add_device(evaluate)
     return parser
 
 
 def main(argv=None):
     _quiet_tensorflow()
     args = build_parser().parse_args(argv)
+    for dest, flag in getattr(args, "required_options", ()):
+        if getattr(args, dest, None) is None:
+            args.command_parser.error(
+                f"the following arguments are required: {flag}")
     from orienmask_tf.config import ConfigError
     from orienmask_tf.convert.torch_checkpoint import CheckpointError
 
     try:
+        if getattr(args, "device", None):
+            select_device(args.device)
         return args.func(args)
     except (ConfigError, CheckpointError, ValueError) as error:
         print(f"orienmask-tf {args.command}: error: {error}", file=sys.stderr)

@@ -9,10 +9,12 @@
 #                                               (runs/quickstart_yolact)
 #   bash scripts/quickstart.sh --model mayolact maYOLACT: + CARAFE FPN, DCNv2,
 #                                               2 anchors, cosine (runs/quickstart_mayolact)
-# Re-running resumes an interrupted training (runs/<name>/backup) or, if it
-# finished, only evaluates / exports / draws again; delete runs/<name> to
-# train from scratch. Further arguments go to `orienmask-tf train`
-# (e.g. --set train.epochs=2 for a smoke run).
+# Re-running resumes an interrupted training (`train --resume runs/<name>`:
+# from runs/<name>/backup) or, if it finished, only evaluates / exports /
+# draws again; delete runs/<name> to train from scratch. Further arguments
+# go to `orienmask-tf train` (e.g. --set train.epochs=2 for a smoke run; a
+# re-run with other values is refused, naming them, unless they are safe to
+# change and --force is given: --set train.epochs=20 --force trains on).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 start=$(date +%s)
@@ -32,10 +34,17 @@ om=.venv/bin/orienmask-tf
 run=runs/$name
 data=data/shapes_simple
 if [ ! -f "$data/annotations/instances_val.json" ]; then
-  "$om" make-shapes --out "$data" --style simple --num-train 600 \
+  "$om" make-shapes --output "$data" --style simple --num-train 600 \
     --num-val 100 --image-size 160 160 --mean-instances 3
 fi
-"$om" train --config "configs/$name.yaml" --verbose 2 "$@"
+# Always in runs/<name> (train alone would start runs/<name>2 next to a
+# finished run): continue the run there, or start it there.
+if [ -f "$run/config.yaml" ]; then
+  folder=(--resume "$run")
+else
+  folder=(--output "$run")
+fi
+"$om" train --config "configs/$name.yaml" --verbose 2 "${folder[@]}" "$@"
 "$om" evaluate --model "$run/model.keras" --output "$run/eval.json" \
   --results-output "$run/val_results.json"
 rm -rf "$run/saved_model"
@@ -44,6 +53,7 @@ rm -rf "$run/saved_model"
   --score-threshold 0.3
 "$om" predict --model "$run/model.keras" --images "$data/val/00000[0-7].jpg" \
   --output "$run/predictions" --coco-json "$run/predictions/detections.json" \
+  --annotations "$data/annotations/instances_val.json" \
   --score-threshold 0.1  # the small model scores low; ~0.3 for a well-trained one
 elapsed=$(( $(date +%s) - start ))
 cat <<MSG

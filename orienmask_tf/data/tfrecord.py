@@ -21,14 +21,13 @@ corrupt file fails (or is skipped) before training, not hours into it.
 import glob
 import json
 import os
-import sys
-import time
 
 import numpy as np
 import tensorflow as tf
 from pycocotools import mask as mask_utils
 
 from orienmask_tf.data import coco as coco_lib
+from orienmask_tf.progress import bar
 
 
 def _bytes(values):
@@ -64,29 +63,9 @@ def example_proto(record, image_bytes):
     return tf.train.Example(features=tf.train.Features(feature=feature))
 
 
-class ProgressBar:
-    """A dependency-free progress bar on stderr."""
-
-    def __init__(self, total, label="", stream=None, width=30):
-        self.total, self.label = max(int(total), 1), label
-        self.stream = stream or sys.stderr
-        self.width = width
-        self.start = time.perf_counter()
-
-    def update(self, done):
-        frac = min(done / self.total, 1.0)
-        filled = int(frac * self.width)
-        rate = done / max(time.perf_counter() - self.start, 1e-9)
-        self.stream.write(f"\r{self.label} [{'#' * filled}"
-                          f"{'.' * (self.width - filled)}] {done}/"
-                          f"{self.total} ({rate:.1f}/s)")
-        if done >= self.total:
-            self.stream.write("\n")
-        self.stream.flush()
-
-
-def write_tfrecords(coco, prefix, num_shards=8, verify=True, progress=True):
-    """Write ``coco`` (a ``CocoDataset``) as ``num_shards`` TFRecord files.
+def write_tfrecords(coco, prefix, num_shards=8, verify=True, progress=False):
+    """Write ``coco`` (a ``CocoDataset``) as ``num_shards`` TFRecord files
+    (``progress``: a bar on stderr, one step per image).
 
     Images that cannot be read or decoded raise ``CocoError`` (naming the
     file) under ``coco.on_error == "raise"``, else are skipped and counted
@@ -101,10 +80,10 @@ def write_tfrecords(coco, prefix, num_shards=8, verify=True, progress=True):
     files = [f"{prefix}-{i:05d}-of-{num_shards:05d}.tfrecord"
              for i in range(num_shards)]
     writers = [tf.io.TFRecordWriter(f) for f in files]
-    bar = ProgressBar(len(coco), os.path.basename(prefix)) if progress else None
     written = skipped = 0
     try:
-        for k, record in enumerate(coco.records):
+        for k, record in enumerate(bar(coco.records, desc=os.path.basename(
+                prefix), unit="img", enabled=progress)):
             try:
                 with open(record["path"], "rb") as stream:
                     data = stream.read()
@@ -121,10 +100,6 @@ def write_tfrecords(coco, prefix, num_shards=8, verify=True, progress=True):
             proto = example_proto(record, data)
             writers[k % num_shards].write(proto.SerializeToString())
             written += 1
-            if bar is not None and k % 50 == 0:
-                bar.update(k + 1)
-        if bar is not None:
-            bar.update(len(coco))
     finally:
         for writer in writers:
             writer.close()

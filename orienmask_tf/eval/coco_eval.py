@@ -106,7 +106,8 @@ def load_ground_truth(annotations, backend="pycocotools"):
 
 
 def evaluate(annotations, results, iou_types=IOU_TYPES,
-             backend="pycocotools", verbose=True, image_ids=None):
+             backend="pycocotools", verbose=True, image_ids=None,
+             return_evals=False):
     """Score COCO results.
 
     Args:
@@ -116,24 +117,35 @@ def evaluate(annotations, results, iou_types=IOU_TYPES,
         verbose: print pycocotools' 12-line summary per type.
         image_ids: restrict to these images (default: all images of the
             ground truth).
+        return_evals: also return the evaluated (accumulated) ``COCOeval``
+            objects, ``{iou_type: COCOeval or None}`` (None: no detection);
+            their ``eval["precision"]`` feeds ``orienmask_tf.eval.plots``.
 
     Returns:
         ``{iou_type: {metric: value}}`` with the 12 ``METRIC_KEYS``; a type
-        without any detection scores 0 everywhere.
+        without any detection scores 0 everywhere. With ``return_evals``,
+        ``(stats, evals)``.
     """
     _, eval_cls = _backend(backend)
     gt = load_ground_truth(annotations, backend)
-    stats = {}
+    stats, evals = {}, {}
     for iou_type in iou_types:
         if iou_type not in IOU_TYPES:
             raise ValueError(f"iou type must be one of {IOU_TYPES}, got "
                              f"{iou_type!r}")
-        # loadRes adds keys (numpy-typed area, id) to the dicts it gets.
-        dets = [dict(d) for d in results.get(iou_type, ())]
+        # loadRes adds keys (numpy-typed area, id) to the dicts it gets. A
+        # result with both a box and a mask (predict --coco-json) is scored
+        # as segm without its box: loadRes would take the box area for the
+        # small / medium / large ranges instead of the mask's.
+        dets = [{k: v for k, v in d.items()
+                 if not (iou_type == "segm" and k == "bbox"
+                         and "segmentation" in d)}
+                for d in results.get(iou_type, ())]
         if not dets:
             if verbose:
                 print(f"{iou_type}: no detections, every metric is 0")
             stats[iou_type] = {k: 0.0 for k in METRIC_KEYS}
+            evals[iou_type] = None
             continue
         sink = io.StringIO()
         with contextlib.redirect_stdout(sink):
@@ -151,7 +163,24 @@ def evaluate(annotations, results, iou_types=IOU_TYPES,
             print(summary.getvalue().rstrip())
         values = np.asarray(ev.stats, np.float64).tolist()
         stats[iou_type] = dict(zip(METRIC_KEYS, values[:len(METRIC_KEYS)]))
-    return stats
+        evals[iou_type] = ev
+    return (stats, evals) if return_evals else stats
+
+
+def accumulated(ev):
+    """What the pictures need of an accumulated ``COCOeval`` (pycocotools
+    or faster-coco-eval), without its per-image state: ``{"precision":
+    (T, R, K, A, M) array, "iou_thresholds", "recall_thresholds",
+    "category_ids", "area_labels", "max_dets"}``; None stays None."""
+    if ev is None:
+        return None
+    p = ev.params
+    return {"precision": np.asarray(ev.eval["precision"], np.float64),
+            "iou_thresholds": np.asarray(p.iouThrs, np.float64),
+            "recall_thresholds": np.asarray(p.recThrs, np.float64),
+            "category_ids": [int(c) for c in p.catIds],
+            "area_labels": list(p.areaRngLbl),
+            "max_dets": [int(m) for m in p.maxDets]}
 
 
 class CocoEvaluator:
@@ -178,6 +207,8 @@ class CocoEvaluator:
         self.backend = backend
         self.results = {"bbox": [], "segm": []}
         self.image_ids = []
+        # {iou_type: accumulated(COCOeval) or None} of the last evaluate().
+        self.last_cocoeval = None
 
     def reset(self):
         self.results = {"bbox": [], "segm": []}
@@ -207,11 +238,16 @@ class CocoEvaluator:
             json.dump(self.results, stream)
 
     def evaluate(self, verbose=True, all_images=False):
-        """Scores over the updated images (or every ground-truth image)."""
-        return evaluate(self.annotations, self.results, self.iou_types,
-                        self.backend, verbose,
-                        image_ids=None if all_images else sorted(
-                            set(self.image_ids)))
+        """Scores over the updated images (or every ground-truth image);
+        ``last_cocoeval`` then holds the precision arrays
+        (``accumulated``) per IoU type."""
+        stats, evals = evaluate(self.annotations, self.results,
+                                self.iou_types, self.backend, verbose,
+                                image_ids=None if all_images else sorted(
+                                    set(self.image_ids)),
+                                return_evals=True)
+        self.last_cocoeval = {t: accumulated(ev) for t, ev in evals.items()}
+        return stats
 
 
 def format_table(stats):

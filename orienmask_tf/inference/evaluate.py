@@ -9,6 +9,7 @@ from orienmask_tf.data import coco as coco_lib
 from orienmask_tf.data.augment import ResizeEvalTransform
 from orienmask_tf.eval.coco_eval import CocoEvaluator
 from orienmask_tf.export.serving import InferenceModel
+from orienmask_tf.progress import bar
 
 
 def _eval_encoder(gt):
@@ -26,8 +27,13 @@ class NetworkEvaluator:
         batch_size: evaluation batch (default ``train.batch_size``).
         jit_compile: XLA for network + decoding (one compile per batch shape).
 
-    ``evaluator(network, verbose)`` returns ``{"bbox": {...}, "segm": {...}}``
-    with the 12 COCO metrics each; ``last_results`` keeps the COCO results.
+    ``evaluator(network, verbose, plots=None)`` returns ``{"bbox": {...},
+    "segm": {...}}`` with the 12 COCO metrics each; ``last_results`` keeps
+    the COCO results, ``last_cocoeval`` the precision arrays per IoU type
+    (``eval.coco_eval.accumulated``) and ``last_image_ids`` the evaluated
+    images; with ``plots`` (a folder) it also writes the evaluation
+    pictures there (``write_plots``); ``progress=True`` draws a bar on
+    stderr, one step per batch.
     """
 
     def __init__(self, config, split="val", max_images=0, batch_size=None,
@@ -55,10 +61,15 @@ class NetworkEvaluator:
             coco=self.coco, transform=ResizeEvalTransform(
                 config.image_size, min_box_size=data.min_box_size))
         self.jit_compile = jit_compile
+        self.batch_size = batch_size or config.train.batch_size
         self.last_results = None
+        self.last_cocoeval = None
+        self.last_image_ids = None
+        self.last_plots = None
         self.seconds = 0.0
 
-    def __call__(self, network, verbose=True):
+    def __call__(self, network, verbose=True, plots=None,
+                 progress=False):
         start = time.perf_counter()
         anchors, decode_kwargs = self.config.family.inference_args(
             self.config)
@@ -66,7 +77,10 @@ class NetworkEvaluator:
                                    decode_kwargs,
                                    jit_compile=self.jit_compile)
         evaluator = CocoEvaluator(self.annotations, self.coco.category_ids)
-        for images, info in self.dataset:
+        batches = -(-len(self.coco) // self.batch_size)
+        for images, info in bar(self.dataset, total=batches,
+                                desc="evaluate", unit="batch",
+                                enabled=progress):
             det = inference.detect(images)
             evaluator.update({"boxes_xyxy": det["boxes"],
                               "scores": det["scores"],
@@ -76,8 +90,28 @@ class NetworkEvaluator:
                              info["image_info"], info["image_id"])
         stats = evaluator.evaluate(verbose=verbose)
         self.last_results = evaluator.results
+        self.last_cocoeval = evaluator.last_cocoeval
+        self.last_image_ids = sorted(set(evaluator.image_ids))
         self.seconds = time.perf_counter() - start
+        if plots:
+            self.write_plots(plots, verbose=verbose)
         return stats
+
+    def write_plots(self, folder, score_threshold=0.3, verbose=True):
+        """Write ``pr_curves``, ``per_class_ap`` and ``confusion_matrix``
+        (``.png`` + ``.json``, ``eval.plots.write_evaluation_plots``) of the
+        last evaluation into ``folder``; returns the paths."""
+        from orienmask_tf.eval.plots import write_evaluation_plots
+
+        if self.last_cocoeval is None:
+            raise ValueError("write_plots: evaluate a network first")
+        self.last_plots = write_evaluation_plots(
+            folder, self.last_cocoeval, self.annotations, self.last_results,
+            class_names=dict(zip(self.coco.category_ids,
+                                 self.coco.class_names)),
+            image_ids=self.last_image_ids, score_threshold=score_threshold,
+            verbose=verbose)
+        return self.last_plots
 
 
 def _first_images(coco, count):

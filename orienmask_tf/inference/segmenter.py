@@ -198,7 +198,8 @@ class Segmenter:
         return results
 
     def evaluate(self, annotations=None, images=None, split="val",
-                 max_images=0, batch_size=None, verbose=True):
+                 max_images=0, batch_size=None, verbose=True, plots=None,
+                 progress=False):
         """COCO ``bbox`` and ``segm`` AP on a COCO split.
 
         Args:
@@ -206,6 +207,10 @@ class Segmenter:
                 (default: the experiment's ``data.<split>_*`` paths).
             split: which split of the experiment when no paths are given.
             max_images: the first N images only (0 = all).
+            progress: a bar on stderr, one step per batch.
+            plots: a folder to write the evaluation pictures into
+                (``pr_curves``, ``per_class_ap``, ``confusion_matrix``, each
+                ``.png`` + ``.json``; ``orienmask_tf.eval.plots``).
 
         Returns:
             ``{"bbox": {...}, "segm": {...}}`` with the 12 COCO metrics.
@@ -222,7 +227,8 @@ class Segmenter:
                     annotations), f"{split}_images": os.fspath(images)}))
         evaluator = NetworkEvaluator(config, split, max_images=max_images,
                                      batch_size=batch_size)
-        stats = evaluator(self.network, verbose=verbose)
+        stats = evaluator(self.network, verbose=verbose, plots=plots,
+                          progress=progress)
         self.last_evaluator = evaluator
         return stats
 

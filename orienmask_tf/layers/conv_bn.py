@@ -9,6 +9,8 @@ import math
 
 import keras
 
+from orienmask_tf.layers.batch_norm import batch_normalization
+
 # PyTorch BatchNorm2d: eps 1e-5, momentum 0.1 (running = 0.9 * running + 0.1 * batch),
 # which is Keras momentum 0.9.
 BN_EPSILON = 1e-5
@@ -37,8 +39,12 @@ def conv_bn_leaky(x, filters, kernel_size, strides=1, name=None,
         kernel_size: 1 or 3 (3x3 convs use symmetric padding 1).
         strides: 1 or 2.
         name: PyTorch module path of the block, e.g. ``"backbone.conv2.0"``.
-        synchronized_bn: use cross-replica batch statistics under a
-            ``tf.distribute`` strategy (the paper's final model used SyncBN).
+        synchronized_bn: ``False`` (each replica's batch statistics),
+            ``True`` (cross-replica statistics under a ``tf.distribute``
+            strategy, Keras ``synchronized=True``; the paper's final model
+            used SyncBN) or ``"split_invariant"`` (cross-replica statistics
+            that are the same however the batch is split,
+            ``layers.batch_norm.SplitInvariantBatchNorm``).
 
     PyTorch pads a stride-2 3x3 conv by one pixel on every side; Keras
     ``padding="same"`` would pad only bottom/right on even inputs, shifting the
@@ -53,20 +59,29 @@ def conv_bn_leaky(x, filters, kernel_size, strides=1, name=None,
         filters, kernel_size, strides=strides, padding=padding, use_bias=False,
         kernel_initializer=torch_kernel_initializer(),
         name=f"{name}.conv_block.0")(x)
-    x = keras.layers.BatchNormalization(
-        momentum=BN_MOMENTUM, epsilon=BN_EPSILON, synchronized=synchronized_bn,
-        name=f"{name}.conv_block.1")(x)
+    x = batch_normalization(
+        f"{name}.conv_block.1", synchronized_bn, momentum=BN_MOMENTUM,
+        epsilon=BN_EPSILON)(x)
     return keras.layers.LeakyReLU(
         negative_slope=LEAKY_SLOPE, name=f"{name}.conv_block.2")(x)
 
 
+def output_dtype():
+    """dtype of the prediction layers: float32 (also under mixed
+    precision), or float64 when the global dtype policy is float64 (the
+    float64 gradient-parity tests run the whole network in float64)."""
+    return ("float64" if keras.config.dtype_policy().name == "float64"
+            else "float32")
+
+
 def plain_conv(x, filters, name):
-    """Final 1x1 prediction conv with bias (no BN, no activation), kept in float32."""
+    """Final 1x1 prediction conv with bias (no BN, no activation), kept in
+    float32 (``output_dtype``)."""
     return keras.layers.Conv2D(
         filters, 1, use_bias=True,
         kernel_initializer=torch_kernel_initializer(),
         bias_initializer=torch_bias_initializer(x.shape[-1]),
-        dtype="float32", name=name)(x)
+        dtype=output_dtype(), name=name)(x)
 
 
 def nearest_upsample(x, factor, name):

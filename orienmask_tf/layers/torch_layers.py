@@ -12,6 +12,7 @@
 import keras
 import tensorflow as tf
 
+from orienmask_tf.layers.batch_norm import batch_normalization
 from orienmask_tf.layers.conv_bn import BN_EPSILON
 from orienmask_tf.layers.conv_bn import BN_MOMENTUM
 from orienmask_tf.layers.conv_bn import torch_bias_initializer
@@ -41,9 +42,10 @@ def torch_conv(x, filters, kernel_size, strides=1, use_bias=True, name=None,
 
 
 def batch_norm(x, name, synchronized_bn=False):
-    return keras.layers.BatchNormalization(
-        momentum=BN_MOMENTUM, epsilon=BN_EPSILON, synchronized=synchronized_bn,
-        name=name)(x)
+    """``nn.BatchNorm2d`` of a ``synchronized_bn`` mode (``False``, ``True``
+    or ``"split_invariant"``, see ``layers.batch_norm``)."""
+    return batch_normalization(name, synchronized_bn, momentum=BN_MOMENTUM,
+                               epsilon=BN_EPSILON)(x)
 
 
 @keras.saving.register_keras_serializable(package="orienmask_tf")

@@ -23,6 +23,10 @@ class CocoEvalCallback(keras.callbacks.Callback):
     ``val_mask_AP50``, ``val_box_AP`` ... to the epoch logs (so the best
     checkpoint and TensorBoard see them). Put it before those callbacks."""
 
+    # The keys it adds to the epoch logs (HistoryCSV reserves their columns).
+    KEYS = tuple(f"{prefix}{key}" for prefix in ("val_mask_", "val_box_")
+                 for key in ("AP", "AP50", "AP75"))
+
     def __init__(self, evaluate_fn, every=1, total_epochs=None):
         super().__init__()
         self.evaluate_fn = evaluate_fn
@@ -45,6 +49,22 @@ class CocoEvalCallback(keras.callbacks.Callback):
             logs.update(values)
         print(f"\nepoch {epoch + 1}: " + "  ".join(
             f"{k} {v:.4f}" for k, v in values.items()), flush=True)
+
+
+class HistoryCSV(keras.callbacks.CSVLogger):
+    """``keras.callbacks.CSVLogger`` whose columns include ``extra_keys``
+    from the first row: Keras fixes the columns at the first epoch end, so
+    the COCO metrics of an evaluation every N > 1 epochs would otherwise
+    never reach ``history.csv`` ("NA" until they exist)."""
+
+    def __init__(self, filename, extra_keys=(), **kwargs):
+        super().__init__(filename, **kwargs)
+        self.extra_keys = tuple(extra_keys)
+
+    def on_epoch_end(self, epoch, logs=None):
+        if self.keys is None:
+            self.keys = sorted(set(logs or {}) | set(self.extra_keys))
+        super().on_epoch_end(epoch, logs)
 
 
 class NetworkCheckpoint(keras.callbacks.Callback):
@@ -183,6 +203,35 @@ class TensorBoardImages(keras.callbacks.Callback):
             tf.summary.image("val_predictions", np.stack(drawn), step=epoch + 1,
                              max_outputs=len(drawn))
         self.writer.flush()
+
+
+class TrainingPlot(keras.callbacks.Callback):
+    """Re-draw ``results.png`` (``eval.plots.plot_training_results``: each
+    loss item, the learning rate, val mask / box AP) from the run's
+    ``history.csv`` at the end of every epoch; put it after the
+    ``CSVLogger``. Epoch-log values the CSV has no column for (the
+    ``CSVLogger`` fixes its columns at the first epoch, so ``val_mask_AP``
+    first logged at a later epoch is not in it) are drawn from the logs
+    this callback saw. A picture that fails to draw is logged, never
+    stops training."""
+
+    def __init__(self, history_csv, output_png):
+        super().__init__()
+        self.history_csv = history_csv
+        self.output_png = output_png
+        self.extra = {}
+
+    def on_epoch_end(self, epoch, logs=None):
+        try:
+            from orienmask_tf.eval.plots import plot_training_results
+
+            self.extra[int(epoch)] = {
+                k: float(v) for k, v in (logs or {}).items()
+                if np.ndim(v) == 0}
+            plot_training_results(self.history_csv, self.output_png,
+                                  extra=self.extra)
+        except Exception as error:  # a picture never stops training
+            logger.warning("could not draw %s: %s", self.output_png, error)
 
 
 class LearningRateLogger(keras.callbacks.Callback):

@@ -17,7 +17,8 @@ folder named by ``--resume`` / ``--output`` / ``train.output_dir``
                          at that epoch and step
     logs/                TensorBoard: every loss item, learning rate, val AP;
                          logs/images: predicted masks on validation images
-    history.csv          per-epoch logs
+    history.csv          per-epoch logs (loss items, learning rate, val AP)
+    results.png          those curves, redrawn every epoch
     eval.json            the last COCO evaluation
 """
 
@@ -238,8 +239,9 @@ def train(config, output_dir=None, devices=None, extra_callbacks=(),
         result.append(cb.NetworkCheckpoint(
             os.path.join(root, "checkpoints"), config,
             every=config.train.checkpoint_every, enabled=chief))
-        result.append(keras.callbacks.CSVLogger(
-            os.path.join(root, "history.csv"), append=True))
+        result.append(cb.HistoryCSV(
+            os.path.join(root, "history.csv"), append=True,
+            extra_keys=cb.CocoEvalCallback.KEYS if evaluator else ()))
         if chief:  # results.png: losses, learning rate, val AP per epoch
             result.append(cb.TrainingPlot(os.path.join(root, "history.csv"),
                                           os.path.join(root, "results.png")))

@@ -57,7 +57,7 @@ def test_coco_like_dataset(tmp_path):
 
 def test_cli_parser(tmp_path, capsys):
     parser = build_parser()
-    args = parser.parse_args(["make-shapes", "--out", str(tmp_path),
+    args = parser.parse_args(["make-shapes", "--output", str(tmp_path),
                               "--num-train", "2", "--num-val", "1",
                               "--image-size", "32", "48"])
     assert args.func(args) == 0

@@ -75,3 +75,29 @@ def parity_stats(initial, single, mirrored):
         "max_rel_diff": max(float(np.abs(s - m).max()
                                   / max(np.abs(s - i).max(), floor))
                             for i, s, m in pairs)}
+
+
+def bn_parity_config(family, root, synchronized_bn, batch="distinct"):
+    """Tiny OrienMask / YOLACT with trainable BatchNorm of the given
+    ``synchronized_bn`` mode, batch 4, plain SGD step (no clipping):
+    the configs of the BatchNorm parity scripts (run_bn_parity.py,
+    run_bn_worker.py). ``batch="distinct"`` gives OrienMask the detection
+    terms only (every one a sum over examples); YOLACT's terms are
+    normalized per replica and are compared on duplicated halves."""
+    from orienmask_tf.config import load_config
+
+    common = ["train.freeze_bn=false", "train.batch_size=4",
+              "train.clip_norm=0", "train.optimizer=sgd",
+              f"model.synchronized_bn={synchronized_bn}".replace(
+                  "True", "true").replace("False", "false")]
+    if family == "orienmask":
+        weights = ("loss.weights=[1,1,1,1,1,0,0]" if batch == "distinct"
+                   else "loss.weights=[1,1,1,1,1,20,20]")
+        return tiny_config(root, weights, *common)
+    return load_config(
+        CONFIGS_DIR / "yolact_tiny.yaml",
+        make_data(os.path.join(str(root), "yolact"), num_train=8, num_val=2,
+                  size=96)
+        + ["model.num_classes=5", "data.max_instances=10",
+           "data.deterministic=true", "data.num_parallel_calls=1",
+           "train.learning_rate=0.01"] + common)

@@ -89,3 +89,21 @@ def test_training_refuses_more_categories_than_classes(tmp_path):
     with pytest.raises(ValueError, match=r"model.num_classes=3, but .* has "
                        r"5 categories.*set model.num_classes=5"):
         train(config, output_dir=str(tmp_path / "run"), verbose=0)
+
+
+def test_history_csv_reserves_the_evaluation_columns(tmp_path):
+    import csv
+
+    from orienmask_tf.training.callbacks import CocoEvalCallback
+    from orienmask_tf.training.callbacks import HistoryCSV
+
+    path = tmp_path / "history.csv"
+    logger = HistoryCSV(str(path), append=True,
+                        extra_keys=CocoEvalCallback.KEYS)
+    logger.on_train_begin()
+    logger.on_epoch_end(0, {"loss": 2.0})
+    logger.on_epoch_end(1, {"loss": 1.0, "val_mask_AP": 0.5})
+    logger.on_train_end()
+    rows = list(csv.DictReader(path.open()))
+    assert rows[0]["val_mask_AP"] == "NA" and rows[1]["val_mask_AP"] == "0.5"
+    assert "val_loss" not in rows[0]

@@ -22,7 +22,8 @@ class Darknet53Backbone(keras.Model):
         stackwise_num_blocks: residual blocks per stage ``conv2`` .. ``conv6``.
         image_shape: ``(height, width, 3)``; ``None`` dims accept any size
             divisible by 32.
-        synchronized_bn: cross-replica BatchNorm statistics.
+        synchronized_bn: ``False``, ``True`` (cross-replica BatchNorm
+            statistics) or ``"split_invariant"`` (``layers.batch_norm``).
 
     Outputs a dict ``{"P2": stride 4, "P3": stride 8, "P4": stride 16,
     "P5": stride 32}`` (official ``x4, x8, x16, x32``).

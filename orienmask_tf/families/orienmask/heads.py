@@ -8,6 +8,7 @@
 from orienmask_tf.layers import ChannelSlice
 from orienmask_tf.layers import conv_bn_leaky
 from orienmask_tf.layers import plain_conv
+from orienmask_tf.layers.conv_bn import output_dtype
 
 
 def yolo_box_head(x, num_anchors, num_classes, name, synchronized_bn=False):
@@ -45,7 +46,7 @@ def orientation_head(x, num_anchors, num_scales=3, name="orien_head",
     x = plain_conv(x, num_scales * num_anchors * 2, name=f"{name}.5")
     per_scale = 2 * num_anchors
     return [
-        ChannelSlice(s * per_scale, (s + 1) * per_scale, dtype="float32",
+        ChannelSlice(s * per_scale, (s + 1) * per_scale, dtype=output_dtype(),
                      name=f"{name}.split{s}")(x)
         for s in range(num_scales)
     ]

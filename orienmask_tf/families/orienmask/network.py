@@ -43,7 +43,10 @@ class OrienMask(keras.Model):
         stackwise_num_blocks: residual blocks of Darknet stages conv2..conv6.
         image_shape: ``(height, width, 3)``; ``None`` dims accept any size
             divisible by 32.
-        synchronized_bn: cross-replica BatchNorm (the paper's final model).
+        synchronized_bn: ``True``: cross-replica BatchNorm (the paper's final
+            model); ``"split_invariant"``: cross-replica with statistics that
+            do not depend on the split of the batch
+            (``layers.batch_norm.SplitInvariantBatchNorm``).
 
     Input: float32 RGB images in ``[0, 1]`` (the official ``Normalize`` with
     mean 0, std 255), shape ``(B, H, W, 3)``.

@@ -17,6 +17,7 @@ import dataclasses
 import typing
 
 from orienmask_tf.config import ConfigError
+from orienmask_tf.config import check_synchronized_bn
 from orienmask_tf.config import DataConfig
 from orienmask_tf.config import TrainConfig
 from orienmask_tf.config import check_choice
@@ -50,7 +51,7 @@ class YolactModelConfig:
     num_head_convs: int = 1
     extra_convs_on: str = "input"
     relu_fpn_outputs: bool = False
-    synchronized_bn: bool = False
+    synchronized_bn: typing.Union[bool, str] = False
     neck: str = "fpn"
     stage_with_dcn: typing.Tuple[bool, ...] = (False, False, False, False)
     deformable_groups: int = 1
@@ -194,6 +195,7 @@ def validate(config):
             f"stages layer1..layer4; ResNet-50: [3, 4, 6, 3]), got "
             f"{list(blocks)}")
     _validate_mayolact_model(model)
+    check_synchronized_bn(model.synchronized_bn)
     if isinstance(targets.scales_per_octave, bool) \
             or targets.scales_per_octave < 1:
         raise ConfigError("targets.scales_per_octave: must be >= 1, got "

@@ -16,6 +16,7 @@
 
 import keras
 
+from orienmask_tf.layers.conv_bn import output_dtype
 from orienmask_tf.layers.conv_bn import torch_bias_initializer
 from orienmask_tf.layers.conv_bn import torch_kernel_initializer
 from orienmask_tf.layers.torch_layers import BilinearResize
@@ -46,11 +47,11 @@ def yolact_head(levels, num_classes=80, num_anchors=1, num_protos=32,
                                   f"{name}.head_convs.{k}.conv"))
         in_channels = feat_channels
     conv_cls = _SharedConv(num_anchors * (num_classes + 1), in_channels,
-                           f"{name}.conv_cls", dtype="float32")
+                           f"{name}.conv_cls", dtype=output_dtype())
     conv_reg = _SharedConv(num_anchors * 4, in_channels, f"{name}.conv_reg",
-                           dtype="float32")
+                           dtype=output_dtype())
     conv_coeff = _SharedConv(num_anchors * num_protos, in_channels,
-                             f"{name}.conv_coeff", dtype="float32")
+                             f"{name}.conv_coeff", dtype=output_dtype())
     cls_scores, bbox_preds, coeff_preds = [], [], []
     for level, x in enumerate(levels):
         for k, conv in enumerate(towers):
@@ -59,7 +60,7 @@ def yolact_head(levels, num_classes=80, num_anchors=1, num_protos=32,
         cls_scores.append(conv_cls(x))
         bbox_preds.append(conv_reg(x))
         coeff_preds.append(keras.layers.Activation(
-            "tanh", dtype="float32", name=f"{name}.coeff_tanh_l{level}")(
+            "tanh", dtype=output_dtype(), name=f"{name}.coeff_tanh_l{level}")(
                 conv_coeff(x)))
     return cls_scores, bbox_preds, coeff_preds
 
@@ -73,10 +74,10 @@ def protonet(p3, channels=256, num_protos=32, name="mask_head.protonet"):
     x = keras.layers.ReLU(name=f"{name}.7")(x)
     x = torch_conv(x, channels, 3, name=f"{name}.8")
     x = keras.layers.ReLU(name=f"{name}.9")(x)
-    x = torch_conv(x, num_protos, 1, name=f"{name}.10", dtype="float32")
-    return keras.layers.ReLU(name=f"{name}.11", dtype="float32")(x)
+    x = torch_conv(x, num_protos, 1, name=f"{name}.10", dtype=output_dtype())
+    return keras.layers.ReLU(name=f"{name}.11", dtype=output_dtype())(x)
 
 
 def segm_head(p3, num_classes=80, name="segm_head.segm_conv"):
     """1x1 conv on P3 -> per-class logits (training-only auxiliary loss)."""
-    return torch_conv(p3, num_classes, 1, name=name, dtype="float32")
+    return torch_conv(p3, num_classes, 1, name=name, dtype=output_dtype())

@@ -54,7 +54,8 @@ class Yolact(keras.Model):
         relu_fpn_outputs: ReLU after the P3..P5 convs (dbolya: True).
         image_shape: ``(height, width, 3)``, any size; static (e.g.
             ``(550, 550, 3)``) when the backbone has DCN.
-        synchronized_bn: cross-replica BatchNorm.
+        synchronized_bn: ``False``, ``True`` (cross-replica BatchNorm) or
+            ``"split_invariant"`` (``layers.batch_norm``).
         neck: ``"fpn"`` (mmdet ``FPN``, the default) or ``"fpn_carafe"``
             (maYOLACT's ``FPN_CARAFE``: P6 / P7 laterals from C5, CARAFE
             top-down over all five levels; needs ``extra_convs_on="input"``

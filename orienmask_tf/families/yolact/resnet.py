@@ -96,7 +96,8 @@ class ResNetBackbone(keras.Model):
         stackwise_num_blocks: bottlenecks per stage (3, 4, 6, 3 = ResNet-50).
         image_shape: ``(height, width, 3)``, any size (static when a
             stage has DCN).
-        synchronized_bn: cross-replica BatchNorm statistics.
+        synchronized_bn: ``False``, ``True`` (cross-replica BatchNorm
+            statistics) or ``"split_invariant"`` (``layers.batch_norm``).
         stage_with_dcn: 4 booleans, one per stage: DCNv2 ``conv2`` in
             every bottleneck of that stage (mmdet ``stage_with_dcn``;
             maYOLACT ``(False, True, True, True)``).

@@ -1,0 +1,179 @@
+"""BatchNorm whose training statistics do not depend on how the batch is split.
+
+``keras.layers.BatchNormalization(synchronized=True)`` all-reduces float32
+``sum(x)`` and ``sum(x**2)`` and takes the variance in one pass,
+``E[x**2] - E[x]**2``. The maths is the one-device maths (in float64 one device
+and 2 replicas agree to ~1e-11), but in float32 every split of the batch
+rounds the partial sums differently: the statistics move by ~1e-6 at the stem
+and ~3e-4 at the heads of a 50-BN network, a few LeakyReLU inputs change sign
+and, through the slope (1 vs 0.1), those few elements move upstream gradients
+by tens of percent. One device and N replicas then train differently.
+
+``SplitInvariantBatchNorm`` keeps the weights of ``BatchNormalization``
+(``gamma``, ``beta``, ``moving_mean``, ``moving_variance``: checkpoints
+convert and load unchanged) and computes the training statistics so that
+they are the same however the batch is split:
+
+* two passes, mean then ``mean((x - mean)**2)``, each a float64 sum of the
+  float32 values, all-reduced in float64 over the replicas (with the element
+  count), rounded once to float32;
+* a hand-written backward with the same property: the two per-channel sums
+  of the BatchNorm gradient, ``sum(dy)`` and ``sum(dy * x_hat)``, are float64
+  sums all-reduced in float64 and rounded once; everything else is
+  elementwise. It is the exact gradient of the forward function (statistics
+  of the global batch, biased variance as Keras), including the terms through
+  the mean and the variance.
+
+float64 sums of float32 values are exact to ~1e-16 relative whatever their
+order, so the float32 statistics come out bit-identical on one device and on
+N replicas except in the rare case where a sum falls on a float32 rounding
+boundary. Inference (``training=False``, or the layer frozen with
+``trainable = False``) is ``BatchNormalization``'s, on the moving statistics.
+"""
+
+import keras
+import tensorflow as tf
+
+# ``synchronized_bn`` values of the networks and of ``model.synchronized_bn``.
+SPLIT_INVARIANT = "split_invariant"
+BN_MODES = (False, True, SPLIT_INVARIANT)
+
+
+def check_bn_mode(synchronized_bn):
+    """``synchronized_bn`` as one of ``BN_MODES``; raise ``ValueError``."""
+    if synchronized_bn is False or synchronized_bn is True:
+        return synchronized_bn
+    if synchronized_bn == SPLIT_INVARIANT:
+        return SPLIT_INVARIANT
+    raise ValueError(
+        "synchronized_bn must be false (per-replica statistics), true "
+        "(Keras cross-replica BatchNorm) or 'split_invariant' "
+        f"(SplitInvariantBatchNorm), got {synchronized_bn!r}")
+
+
+def batch_normalization(name, synchronized_bn=False, momentum=0.99,
+                        epsilon=1e-3):
+    """The BatchNorm layer of a ``synchronized_bn`` mode:
+    ``False``: ``BatchNormalization`` (statistics of each replica's batch),
+    ``True``: ``BatchNormalization(synchronized=True)``,
+    ``"split_invariant"``: ``SplitInvariantBatchNorm``. All three have the
+    same weights."""
+    mode = check_bn_mode(synchronized_bn)
+    if mode == SPLIT_INVARIANT:
+        return SplitInvariantBatchNorm(momentum=momentum, epsilon=epsilon,
+                                       name=name)
+    return keras.layers.BatchNormalization(
+        momentum=momentum, epsilon=epsilon, synchronized=mode, name=name)
+
+
+def _all_reduce_sum(value):
+    """Sum over the replicas of the current replica context (none: as is)."""
+    context = tf.distribute.get_replica_context()
+    if context is None or context.num_replicas_in_sync == 1:
+        return value
+    return context.all_reduce(tf.distribute.ReduceOp.SUM, value)
+
+
+@keras.saving.register_keras_serializable(package="orienmask_tf")
+class SplitInvariantBatchNorm(keras.layers.BatchNormalization):
+    """Cross-replica BatchNorm with float64-accumulated two-pass statistics
+    (see the module docstring): one device and N replicas give the same
+    float32 statistics and gradients on the same global batch.
+
+    Accepts ``BatchNormalization``'s arguments except ``renorm`` (and
+    ``synchronized``, which is always on: the statistics are those of the
+    global batch under a ``tf.distribute`` strategy). Masks are not
+    supported in training.
+    """
+
+    def __init__(self, **kwargs):
+        kwargs.pop("synchronized", None)
+        if kwargs.get("renorm"):
+            raise ValueError("SplitInvariantBatchNorm does not support renorm")
+        super().__init__(synchronized=False, **kwargs)
+        # Reported as synchronized; the parent's one-pass sync moments are
+        # never used (call() below computes the training statistics).
+        self.synchronized = True
+
+    def call(self, inputs, training=None, mask=None):
+        if not (training and self.trainable):
+            return super().call(inputs, training=training, mask=mask)
+        if mask is not None:
+            raise ValueError("SplitInvariantBatchNorm: masks are not "
+                             "supported in training")
+        dtype = tf.float64 if inputs.dtype == tf.float64 else tf.float32
+        x = tf.cast(inputs, dtype)
+        channels = x.shape[self.axis]
+        gamma = (keras.ops.cast(self.gamma, dtype) if self.scale
+                 else tf.ones([channels], dtype))
+        beta = (keras.ops.cast(self.beta, dtype) if self.center
+                else tf.zeros([channels], dtype))
+        outputs, mean, variance = _split_invariant_batch_norm(
+            x, gamma, beta, self._reduction_axes, self.axis, self.epsilon)
+        for variable, value in ((self.moving_mean, mean),
+                                (self.moving_variance, variance)):
+            value = tf.cast(value, variable.dtype)
+            variable.assign(keras.ops.cast(variable, value.dtype)
+                            * self.momentum + value * (1.0 - self.momentum))
+        return tf.cast(outputs, self.compute_dtype)
+
+
+def _split_invariant_batch_norm(x, gamma, beta, axes, axis, epsilon):
+    """``(y, mean, variance)`` of a training BatchNorm on the global batch.
+
+    ``mean`` / ``variance`` (per channel, dtype of ``x``) carry no gradient;
+    the gradient of ``y`` with respect to ``x`` includes the paths through
+    them.
+    """
+    dtype = x.dtype
+    ndim = x.shape.rank
+    channels = x.shape[axis]
+    shape = [1] * ndim
+    shape[axis] = channels  # per-channel values, broadcastable against x
+    dims = tf.shape(x, out_type=tf.int64)
+    count = tf.cast(tf.reduce_prod(tf.gather(dims, axes)), tf.float64)
+
+    def reduce64(value):
+        """Per-channel float64 sum of ``value`` over ``axes``, flattened."""
+        return tf.reshape(tf.reduce_sum(tf.cast(value, tf.float64), axes),
+                          [channels])
+
+    # Pass 1: the mean (float64 sums and count, all-reduced together).
+    totals = _all_reduce_sum(tf.concat(
+        [reduce64(tf.stop_gradient(x)), count[None]], 0))
+    total_count = totals[channels]
+    mean = tf.cast(tf.math.divide_no_nan(totals[:channels], total_count),
+                   dtype)
+    mean_b = tf.reshape(mean, shape)
+    # Pass 2: the variance around the float32 mean that normalizes (x - mean
+    # is elementwise, so the same on any split; its square is exact in
+    # float64).
+    centered = tf.cast(tf.stop_gradient(x) - mean_b, tf.float64)
+    squares = _all_reduce_sum(reduce64(tf.square(centered)))
+    del centered
+    variance = tf.cast(tf.math.divide_no_nan(squares, total_count), dtype)
+    inv = tf.math.rsqrt(tf.reshape(variance, shape)
+                        + tf.constant(epsilon, dtype))
+
+    @tf.custom_gradient
+    def normalize(x, gamma, beta):
+        x_hat = (x - mean_b) * inv
+        y = x_hat * tf.reshape(gamma, shape) + tf.reshape(beta, shape)
+
+        def grad(dy):
+            dy = tf.cast(dy, dtype)
+            local_dbeta = reduce64(dy)
+            local_dgamma = reduce64(tf.cast(dy, tf.float64)
+                                    * tf.cast(x_hat, tf.float64))
+            sums = _all_reduce_sum(tf.concat([local_dbeta, local_dgamma], 0))
+            means = tf.cast(tf.math.divide_no_nan(sums, total_count), dtype)
+            mean_dy = tf.reshape(means[:channels], shape)
+            mean_dy_xhat = tf.reshape(means[channels:], shape)
+            dx = (tf.reshape(gamma, shape) * inv) * (
+                dy - mean_dy - x_hat * mean_dy_xhat)
+            return (dx, tf.cast(local_dgamma, dtype),
+                    tf.cast(local_dbeta, dtype))
+
+        return y, grad
+
+    return normalize(x, gamma, beta), mean, variance
