@@ -30,6 +30,36 @@ def _key(record):
                                              for v in record["bbox"]))
 
 
+def _mask_key(record):
+    return (record["image_id"], record["category_id"],
+            round(record["score"], 4), record["segmentation"]["counts"])
+
+
+def _pseudo_ground_truth(records, path, per_image=2):
+    """The fixture's images and categories, with the ``per_image``
+    best-scoring predicted masks of each image as its instances: random
+    weights score ~0 on the real annotations, and AP 0 everywhere would
+    compare nothing."""
+    from pycocotools import mask as mask_utils
+
+    gt = json.loads(open(ANNOTATIONS).read())
+    annotations = []
+    for image in gt["images"]:
+        mine = sorted((r for r in records if r["image_id"] == image["id"]),
+                      key=lambda r: -r["score"])[:per_image]
+        for r in mine:
+            rle = dict(r["segmentation"], counts=r["segmentation"][
+                "counts"].encode("ascii"))
+            annotations.append({
+                "id": len(annotations) + 1, "image_id": image["id"],
+                "category_id": r["category_id"], "iscrowd": 0,
+                "segmentation": r["segmentation"],
+                "area": float(mask_utils.area(rle)),
+                "bbox": r["bbox"]})  # the predicted box: bbox AP too
+    path.write_text(json.dumps(dict(gt, annotations=annotations)))
+    return str(path)
+
+
 def test_predict_results_score_as_evaluate(model, tmp_path, capsys):
     dets = tmp_path / "detections.json"
     assert cli.main(["predict", "--model", model, "--images", ANNOTATED,
@@ -38,18 +68,6 @@ def test_predict_results_score_as_evaluate(model, tmp_path, capsys):
                      "--annotations", ANNOTATIONS]) == 0
     out = capsys.readouterr()
     assert "predict: 100%" in out.err and "3/3" in out.err  # the bar
-    assert cli.main(["evaluate", "--model", model,
-                     "--annotations", ANNOTATIONS, "--images",
-                     str(TINY_COCO / "images"), "--output",
-                     str(tmp_path / "eval" / "metrics.json"),
-                     "--results-output", str(tmp_path / "evaluated.json")]) \
-        == 0
-    assert "evaluate: 100%" in capsys.readouterr().err  # per batch
-    expected = json.loads((tmp_path / "eval" / "metrics.json").read_text())
-    # Random weights, but some masks hit (seeded): the numbers compared
-    # below are not all zero.
-    assert expected["segm"]["AR100"] > 0
-
     gt = json.loads(open(ANNOTATIONS).read())
     ids = {image["file_name"]: image["id"] for image in gt["images"]}
     predicted = json.loads(dets.read_text())
@@ -59,16 +77,27 @@ def test_predict_results_score_as_evaluate(model, tmp_path, capsys):
     assert {r["category_id"] for r in predicted} <= {3, 7}
     assert {r["category_name"] for r in predicted} <= {"box", "blob"}
 
+    pseudo = _pseudo_ground_truth(predicted, tmp_path / "pseudo.json")
+    assert cli.main(["evaluate", "--model", model, "--annotations", pseudo,
+                     "--images", str(TINY_COCO / "images"), "--output",
+                     str(tmp_path / "eval" / "metrics.json"),
+                     "--results-output", str(tmp_path / "evaluated.json")]) \
+        == 0
+    assert "evaluate: 100%" in capsys.readouterr().err  # per batch
+    expected = json.loads((tmp_path / "eval" / "metrics.json").read_text())
+    assert expected["segm"]["AP"] > 0.2 and expected["bbox"]["AP"] > 0.2
+
     # The same records as evaluate's own results ...
     evaluated = json.loads((tmp_path / "evaluated.json").read_text())
     assert sorted(map(_key, predicted)) == sorted(map(_key,
                                                       evaluated["bbox"]))
+    assert sorted(map(_mask_key, predicted)) == sorted(
+        map(_mask_key, evaluated["segm"]))
     # ... so the same 12 numbers, scored by pycocotools directly and by
     # `evaluate --results` on the file.
-    stats = coco_eval.evaluate(ANNOTATIONS, {"bbox": predicted,
-                                             "segm": predicted},
-                               verbose=False)
-    assert cli.main(["evaluate", "--annotations", ANNOTATIONS, "--results",
+    stats = coco_eval.evaluate(pseudo, {"bbox": predicted,
+                                        "segm": predicted}, verbose=False)
+    assert cli.main(["evaluate", "--annotations", pseudo, "--results",
                      str(dets), "--output", str(tmp_path / "scored.json")]) \
         == 0
     scored = json.loads((tmp_path / "scored.json").read_text())

@@ -10,7 +10,8 @@ argv[1] is JSON:
         every one a sum over examples) or "duplicated" (halves equal: the
         terms normalized per replica agree with one device; the full loss);
     save: optional pickle path: the batch, the initial and the one-device
-        weights of the first variant (for run_bn_worker.py).
+        weights of the first variant (for run_bn_worker.py), and the
+        mirrored ones.
 
 Writes {"<synchronized_bn>/<dtype>": parity stats} (``parity_stats`` plus
 ``max_weight_rel_diff``, the difference relative to the weight itself).
@@ -49,6 +50,9 @@ def one_step(config, strategy, data, initial=None):
 
 
 args = json.loads(sys.argv[1])
+# One strategy for every variant: a second MirroredStrategy in the process
+# would reuse the collective instance keys of the first (with another dtype).
+strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
 results = {}
 batch = None
 for index, (mode, dtype) in enumerate(args["variants"]):
@@ -66,7 +70,6 @@ for index, (mode, dtype) in enumerate(args["variants"]):
     keras.utils.set_random_seed(0)
     initial, single = one_step(
         config, tf.distribute.OneDeviceStrategy("/cpu:0"), data)
-    strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
     _, mirrored = one_step(config, strategy, data, initial)
     keras.config.set_floatx("float32")
     keras.config.set_dtype_policy("float32")
@@ -81,6 +84,7 @@ for index, (mode, dtype) in enumerate(args["variants"]):
     if index == 0 and args.get("save"):
         with open(args["save"], "wb") as f:
             pickle.dump({"batch": tf.nest.map_structure(np.asarray, batch),
-                         "initial": initial, "single": single}, f)
+                         "initial": initial, "single": single,
+                         "mirrored": mirrored}, f)
 with open(args["out"], "w") as f:
     json.dump(results, f)
