@@ -61,6 +61,8 @@ cat <<MSG
 quickstart done in ${elapsed} s. Outputs:
   $run/model.keras                 trained network (best by mask AP: $run/checkpoints/best.keras)
   $run/eval.json                   COCO bbox / segm metrics on $data val (table above)
+  $run/results.png                 losses, learning rate and val AP per epoch
+  $run/pr_curves.png, per_class_ap.png, confusion_matrix.png   (+ .json) evaluation pictures
   $run/saved_model/$name/1    SavedModel for TF Serving (saved_model_cli show --dir ... --all)
   $run/predictions/                validation images with masks, boxes, classes and scores drawn
   $run/logs/                       TensorBoard: tensorboard --logdir $run/logs
