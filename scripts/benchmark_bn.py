@@ -14,6 +14,8 @@ of BENCHMARKS.md (or ``--output``) and prints it.
 
 import argparse
 import os
+import statistics
+import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -26,7 +28,6 @@ from orienmask_tf.config import load_config  # noqa: E402
 from benchmark_utils import BENCHMARKS_MD  # noqa: E402
 from benchmark_utils import REPO  # noqa: E402
 from benchmark_utils import describe_machine  # noqa: E402
-from benchmark_utils import measure  # noqa: E402
 from benchmark_utils import timestamp  # noqa: E402
 from benchmark_utils import write_section  # noqa: E402
 
@@ -45,6 +46,11 @@ SETUPS = {
                              "model.fpn_channels=64", "model.feat_channels=64",
                              "model.proto_channels=64", "image_size=[256,256]"],
         4),
+    "OrienMask paper network (fpn_plus, width 32, 128x128)": (
+        "orienmask_yolo_fpnplus_coco_544_anchor4.yaml", ["image_size=[128,128]"],
+        2),
+    "YOLACT ResNet-50 paper network (128x128)": (
+        "yolact_r50_550_atss_maiou.yaml", ["image_size=[128,128]"], 2),
 }
 
 
@@ -71,7 +77,7 @@ def main():
                         type=int, default=list(range(len(SETUPS))),
                         help="indices into the setups (default: all)")
     parser.add_argument("--warmup", type=int, default=2)
-    parser.add_argument("--runs", type=int, default=5)
+    parser.add_argument("--runs", type=int, default=7)
     parser.add_argument("--output", default=str(BENCHMARKS_MD))
     args = parser.parse_args()
 
@@ -80,7 +86,7 @@ def main():
             SETUPS.items()):
         if index not in args.setups:
             continue
-        times = {}
+        steps = {}
         for mode in MODES:
             value = {False: "false", True: "true"}.get(mode, mode)
             config = load_config(REPO / "configs" / config_name,
@@ -91,11 +97,22 @@ def main():
             images = tf.constant(np.random.default_rng(0).uniform(
                 0, 1, (batch, height, width, 3)).astype(np.float32))
             step = _step_fn(network)
-            result = measure(lambda: step(images).numpy(), args.warmup,
-                             args.runs)
-            times[mode] = result["median_ms"]
-            print(f"{name} synchronized_bn={value}: "
-                  f"{result['median_ms']:.1f} ms", flush=True)
+            steps[mode] = (lambda s=step, x=images: s(x).numpy())
+            for _ in range(args.warmup):
+                steps[mode]()
+        # Interleaved rounds (one step of each mode per round), so that a
+        # change of machine load hits every mode alike.
+        samples = {mode: [] for mode in MODES}
+        for _ in range(args.runs):
+            for mode in MODES:
+                start = time.perf_counter()
+                steps[mode]()
+                samples[mode].append(time.perf_counter() - start)
+        times = {mode: 1e3 * statistics.median(samples[mode])
+                 for mode in MODES}
+        for mode in MODES:
+            print(f"{name} synchronized_bn={mode}: {times[mode]:.1f} ms",
+                  flush=True)
         base = times[False]
         rows.append(f"| {name} | {batch} | {times[False]:.1f} | "
                     f"{times[True]:.1f} ({times[True] / base - 1:+.0%}) | "
@@ -107,7 +124,8 @@ def main():
         f"{describe_machine()}; {timestamp()}. One device, float32, "
         "`tf.function` forward + backward + SGD update in training mode "
         "(sum-of-squares loss on every output), median of "
-        f"{args.runs} steps after {args.warmup} warm-up steps. On one device "
+        f"{args.runs} steps (the modes interleaved) after {args.warmup} "
+        "warm-up steps. On one device "
         "the synchronized modes all-reduce nothing; `split_invariant` pays "
         "for its float64 two-pass statistics and float64 backward sums.",
         "",

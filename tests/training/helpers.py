@@ -74,22 +74,33 @@ def parity_stats(initial, single, mirrored):
         "max_diff": max(float(np.abs(s - m).max()) for _, s, m in pairs),
         "max_rel_diff": max(float(np.abs(s - m).max()
                                   / max(np.abs(s - i).max(), floor))
-                            for i, s, m in pairs)}
+                            for i, s, m in pairs),
+        # The same beyond 2 ulps of the updated weight: a gradient that
+        # differs by float32 summation order (~1e-7) can round w - lr * g
+        # to the neighbouring float, one ulp of w (6e-8 at 0.5) against an
+        # update of a few 1e-3.
+        "max_rel_diff_past_rounding": max(
+            float(np.maximum(np.abs(s - m) - 2 * np.spacing(np.abs(s)),
+                             0).max() / max(np.abs(s - i).max(), floor))
+            for i, s, m in pairs)}
 
 
-def bn_parity_config(family, root, synchronized_bn, batch="distinct"):
+def bn_parity_config(family, root, synchronized_bn, batch="distinct",
+                     overrides=()):
     """Tiny OrienMask / YOLACT with trainable BatchNorm of the given
     ``synchronized_bn`` mode, batch 4, plain SGD step (no clipping):
     the configs of the BatchNorm parity scripts (run_bn_parity.py,
     run_bn_worker.py). ``batch="distinct"`` gives OrienMask the detection
     terms only (every one a sum over examples); YOLACT's terms are
-    normalized per replica and are compared on duplicated halves."""
+    normalized per replica and are compared on duplicated halves.
+    ``overrides``: more ``--set`` values (appended)."""
     from orienmask_tf.config import load_config
 
+    mode = {True: "true", False: "false"}.get(synchronized_bn,
+                                               synchronized_bn)
     common = ["train.freeze_bn=false", "train.batch_size=4",
               "train.clip_norm=0", "train.optimizer=sgd",
-              f"model.synchronized_bn={synchronized_bn}".replace(
-                  "True", "true").replace("False", "false")]
+              f"model.synchronized_bn={mode}", *overrides]
     if family == "orienmask":
         weights = ("loss.weights=[1,1,1,1,1,0,0]" if batch == "distinct"
                    else "loss.weights=[1,1,1,1,1,20,20]")

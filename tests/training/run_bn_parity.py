@@ -9,6 +9,7 @@ argv[1] is JSON:
     batch: "distinct" (4 different images; OrienMask: detection terms only,
         every one a sum over examples) or "duplicated" (halves equal: the
         terms normalized per replica agree with one device; the full loss);
+    overrides: optional extra config overrides;
     save: optional pickle path: the batch, the initial and the one-device
         weights of the first variant (for run_bn_worker.py), and the
         mirrored ones.
@@ -57,7 +58,7 @@ results = {}
 batch = None
 for index, (mode, dtype) in enumerate(args["variants"]):
     config = bn_parity_config(args["family"], args["root"], mode,
-                              args["batch"])
+                              args["batch"], args.get("overrides", ()))
     if batch is None:
         encoder = config.family.make_encoder(config, orien_dtype="float16")
         batch = next(iter(build_dataset(config, "train", encoder=encoder)))

@@ -1,14 +1,18 @@
 """Trainable BatchNorm: one device vs 2 replicas after one SGD step.
 
 * float64, ``synchronized_bn: true`` (Keras cross-replica BatchNorm): the
-  maths of sync BN is the one-device maths (MirroredStrategy on 2 logical
-  CPUs, and 2 MultiWorkerMirroredStrategy workers on localhost).
+  maths of sync BN is the one-device maths.
 * float32, ``synchronized_bn: split_invariant``: the same float32 step on
-  one device and on 2 replicas. (Keras' float32 sync BN differs from one
-  device by rounding, amplified by LeakyReLU; not asserted here.)
+  one device and on 2 replicas.
+
+Both under MirroredStrategy on 2 logical CPUs (OrienMask and YOLACT) and
+with 2 MultiWorkerMirroredStrategy workers on localhost (OrienMask). Keras'
+float32 sync BN differs from one device by rounding, amplified by
+LeakyReLU (up to ~1.4x the update on the tiny OrienMask); not asserted.
 
 The differences are ``parity_stats``' ``max_rel_diff``: relative to each
-weight's own update (a 2x-gradient bug gives ~1).
+weight's own update (a 2x-gradient bug gives ~1); in float32 beyond the
+rounding of the updated weight (``max_rel_diff_past_rounding``).
 """
 
 import json
@@ -41,19 +45,27 @@ def test_trainable_bn_one_device_equals_mirrored(tmp_path, family):
         assert r["replicas"] == 2
         assert r["max_change"] > 1e-4, key  # the step did something
     assert results["True/float64"]["max_rel_diff"] < 1e-8, results
-    assert results["split_invariant/float32"]["max_rel_diff"] < 1e-5, results
+    # float32: what is left is the summation order of the conv weight
+    # gradients (one device sums 4 images, 2 replicas 2 + 2), as with frozen
+    # BatchNorm; the largest, ~4e-6, is the OrienMask stem kernel, whose
+    # gradient cancels (BatchNorm makes dx zero-mean).
+    split = results["split_invariant/float32"]
+    assert split["max_rel_diff_past_rounding"] < 1e-5, results
 
 
-def test_trainable_sync_bn_float64_multi_worker(tmp_path):
+@pytest.mark.parametrize("mode,dtype,key,tolerance", [
+    (True, "float64", "max_rel_diff", 1e-8),
+    ("split_invariant", "float32", "max_rel_diff_past_rounding", 1e-5)])
+def test_trainable_bn_multi_worker(tmp_path, mode, dtype, key, tolerance):
     """Two MultiWorkerMirroredStrategy workers (one CPU each) on localhost
-    vs one device, float64, Keras sync BN, tiny OrienMask, full loss on a
-    batch of duplicated halves."""
+    vs one device: Keras sync BN in float64, split-invariant BN in float32;
+    tiny OrienMask, full loss on a batch of duplicated halves."""
     saved = tmp_path / "single.pkl"
     args = {"root": str(tmp_path), "family": "orienmask",
             "batch": "duplicated"}
     code, log = finish(run_script("run_bn_parity.py", dict(
         args, out=str(tmp_path / "parity.json"), save=str(saved),
-        variants=[[True, "float64"]])), timeout=600)
+        variants=[[mode, dtype]])), timeout=600)
     assert code == 0, log[-3000:]
     ports = _free_ports(2)
     cluster = {"worker": [f"localhost:{p}" for p in ports]}
@@ -62,7 +74,7 @@ def test_trainable_sync_bn_float64_multi_worker(tmp_path):
         tf_config = {"cluster": cluster,
                      "task": {"type": "worker", "index": index}}
         processes.append(run_script("run_bn_worker.py", dict(
-            args, synchronized_bn=True, dtype="float64", load=str(saved),
+            args, synchronized_bn=mode, dtype=dtype, load=str(saved),
             out=str(tmp_path / f"worker{index}.pkl")),
             env={"TF_CONFIG": json.dumps(tf_config)}))
     for process in processes:
@@ -77,5 +89,5 @@ def test_trainable_sync_bn_float64_multi_worker(tmp_path):
         stats = parity_stats(reference["initial"], reference["single"],
                              worker["weights"])
         assert stats["max_change"] > 1e-4
-        assert stats["max_rel_diff"] < 1e-8, (index, stats)
-        assert all(w.dtype == np.float64 for w in worker["weights"])
+        assert stats[key] < tolerance, (index, stats)
+        assert all(w.dtype == np.dtype(dtype) for w in worker["weights"])
