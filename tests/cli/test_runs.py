@@ -1,7 +1,6 @@
 import csv
 import json
 import os
-import socket
 import subprocess
 import sys
 
@@ -15,6 +14,7 @@ from orienmask_tf.training import runs
 from tests import testing
 from tests.training.helpers import TINY_OVERRIDES
 from tests.training.helpers import make_data
+from tests.training.helpers import free_ports
 
 TINY = str(testing.CONFIGS_DIR / "tiny.yaml")
 
@@ -130,22 +130,12 @@ def test_train_never_clobbers_and_continues_on_purpose(tmp_path, monkeypatch,
     assert sorted(os.listdir(tmp_path / "runs")) == ["tiny", "tiny2"]
 
 
-def _free_ports(count):
-    sockets = [socket.socket() for _ in range(count)]
-    for s in sockets:
-        s.bind(("localhost", 0))
-    ports = [s.getsockname()[1] for s in sockets]
-    for s in sockets:
-        s.close()
-    return ports
-
-
 def test_workers_take_the_folder_of_the_chief(tmp_path):
     # runs/tiny exists: the chief claims runs/tiny2 before the other worker
     # could list runs/, and both must still agree on it; then a refusal on
     # the chief (changed config) stops the other worker too.
     (tmp_path / "runs" / "tiny").mkdir(parents=True)
-    cluster = {"worker": [f"localhost:{p}" for p in _free_ports(2)]}
+    cluster = {"worker": [f"localhost:{p}" for p in free_ports(2)]}
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2",
                PYTHONPATH=str(testing.REPO_DIR))
     script = str(testing.TESTS_DIR / "cli" / "run_agree.py")

@@ -112,3 +112,16 @@ def bn_parity_config(family, root, synchronized_bn, batch="distinct",
         + ["model.num_classes=5", "data.max_instances=10",
            "data.deterministic=true", "data.num_parallel_calls=1",
            "train.learning_rate=0.01"] + common)
+
+
+def free_ports(count):
+    """``count`` free localhost TCP ports (for multi-worker test clusters)."""
+    import socket
+
+    sockets = [socket.socket() for _ in range(count)]
+    for s in sockets:
+        s.bind(("localhost", 0))
+    ports = [s.getsockname()[1] for s in sockets]
+    for s in sockets:
+        s.close()
+    return ports

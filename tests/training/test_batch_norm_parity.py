@@ -24,7 +24,7 @@ import pytest
 from tests.training.helpers import finish
 from tests.training.helpers import parity_stats
 from tests.training.helpers import run_script
-from tests.training.test_training import _free_ports
+from tests.training.helpers import free_ports
 
 # OrienMask: 4 distinct images, detection terms (sums over examples).
 # YOLACT: its terms are normalized per replica: duplicated halves.
@@ -67,7 +67,7 @@ def test_trainable_bn_multi_worker(tmp_path, mode, dtype, key, tolerance):
         args, out=str(tmp_path / "parity.json"), save=str(saved),
         variants=[[mode, dtype]])), timeout=600)
     assert code == 0, log[-3000:]
-    ports = _free_ports(2)
+    ports = free_ports(2)
     cluster = {"worker": [f"localhost:{p}" for p in ports]}
     processes = []
     for index in range(2):

@@ -1,7 +1,6 @@
 import csv
 import json
 import os
-import socket
 
 import numpy as np
 import pytest
@@ -11,16 +10,7 @@ from tests.training.helpers import finish
 from tests.training.helpers import run_script
 from tests import testing
 from tests.training.helpers import tiny_config
-
-
-def _free_ports(count):
-    sockets = [socket.socket() for _ in range(count)]
-    for s in sockets:
-        s.bind(("localhost", 0))
-    ports = [s.getsockname()[1] for s in sockets]
-    for s in sockets:
-        s.close()
-    return ports
+from tests.training.helpers import free_ports
 
 
 def test_one_device_equals_mirrored_two_cpus(tmp_path):
@@ -37,7 +27,7 @@ def test_one_device_equals_mirrored_two_cpus(tmp_path):
 
 
 def test_multi_worker_two_processes_on_localhost(tmp_path):
-    ports = _free_ports(2)
+    ports = free_ports(2)
     cluster = {"worker": [f"localhost:{p}" for p in ports]}
     processes = []
     for index in range(2):
