@@ -220,6 +220,206 @@ def cmd_info(args):
     return 0
 
 
+def _override_dict(overrides):
+    """``--set`` texts as one nested dict (for a config written back)."""
+    import yaml
+
+    merged = {}
+    for text in overrides:
+        key, _, value = text.partition("=")
+        parts = key.strip().split(".")
+        node = merged
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+        node[parts[-1]] = yaml.safe_load(value)
+    return merged
+
+
+def _merge(base, updates):
+    out = dict(base)
+    for key, value in updates.items():
+        out[key] = (_merge(out[key], value) if isinstance(value, dict)
+                    and isinstance(out.get(key), dict) else value)
+    return out
+
+
+def _training_boxes(config):
+    """``[w, h]`` of the training split's non-crowd boxes after the
+    family's deterministic training resize (see ``registry.AnchorLayout``)
+    and the source it came from."""
+    import numpy as np
+
+    from orienmask_tf.assign.anchor_fit import resized_box_sizes
+    from orienmask_tf.data.coco import load_coco
+
+    data = config.data
+    if not data.train_annotations:
+        raise ValueError("data.train_annotations: anchors needs the training "
+                         "split's COCO instances JSON (TFRecords carry no "
+                         "box list to read quickly)")
+    dataset = load_coco(data.train_annotations, data.train_images or ".",
+                        on_error=data.on_error, check_files=False,
+                        skip_empty=data.skip_empty)
+    wh, hw = [], []
+    for record in dataset.records:
+        for ann in record["annotations"]:
+            if not ann.get("iscrowd", 0):
+                wh.append(ann["bbox"][2:4])
+                hw.append((record["height"], record["width"]))
+    boxes = resized_box_sizes(np.reshape(wh, (-1, 2)), np.reshape(hw, (-1, 2)),
+                              config.image_size, data.min_box_size)
+    if len(boxes) == 0:
+        raise ValueError(f"{data.train_annotations}: no training box (after "
+                         f"data.min_box_size {data.min_box_size})")
+    return boxes
+
+
+def _config_dumper():
+    import yaml
+
+    class ConfigDumper(yaml.SafeDumper):
+        """Block mappings; a list of scalars, or of such lists, in one flow
+        (``image_size: [160, 160]``, ``anchors: [[26.0, 27.0], ...]``)."""
+
+    def sequence(dumper, value):
+        def flat(items):
+            return all(not isinstance(v, (list, tuple, dict)) for v in items)
+        flow = flat(value) or all(isinstance(v, (list, tuple)) and flat(v)
+                                  for v in value)
+        return dumper.represent_sequence("tag:yaml.org,2002:seq", value,
+                                         flow_style=flow)
+
+    ConfigDumper.add_representer(list, sequence)
+    return ConfigDumper
+
+
+def _anchor_text(anchors, per_scale, strides):
+    groups = [anchors[i:i + per_scale]
+              for i in range(0, len(anchors), per_scale)]
+    return " | ".join(
+        f"s{s}: " + " ".join(f"{w:g}x{h:g}" for w, h in group)
+        for s, group in zip(strides, groups))
+
+
+def cmd_anchors(args):
+    import numpy as np
+    import yaml
+
+    from orienmask_tf.assign import anchor_fit
+    from orienmask_tf.config import load_config
+    from orienmask_tf.config import read_yaml
+
+    config = load_config(args.config, args.overrides)
+    family = config.family
+    layout = family.anchor_layout(config)
+    if args.write:
+        family.with_anchors({}, layout.anchors)  # refuses a fixed layout
+        output = args.output or os.path.join(
+            os.path.dirname(args.config),
+            os.path.splitext(os.path.basename(args.config))[0]
+            + "_anchors.yaml")
+        if os.path.realpath(output) == os.path.realpath(args.config):
+            raise ValueError(f"--output {output}: is the --config file; "
+                             "write the fitted config to a new file")
+        if not output.endswith((".yaml", ".yml")):
+            raise ValueError(f"--output {output}: expected a .yaml file")
+        folder = os.path.dirname(os.path.abspath(output))
+        if not os.path.isdir(folder):
+            raise ValueError(f"--output {output}: folder {folder} does not "
+                             "exist")
+    elif args.output:
+        raise ValueError("--output names the config --write writes; add "
+                         "--write")
+    if args.generations < 0:
+        raise ValueError(f"--generations: expected >= 0, got "
+                         f"{args.generations}")
+    threshold = layout.threshold if args.threshold is None else args.threshold
+    if not 0.0 < threshold <= 1.0:
+        raise ValueError(f"--threshold: expected an IoU in (0, 1], got "
+                         f"{threshold}")
+    boxes = _training_boxes(config)
+    strides = layout.strides
+    rows = {"config": np.asarray(layout.anchors, np.float64)}
+    if layout.kind == "wh":
+        rows["fitted"] = anchor_fit.fit_anchors(
+            boxes, len(strides), layout.per_scale, threshold,
+            seed=args.seed, generations=args.generations).reshape(-1, 2)
+    report = {
+        "config": args.config, "family": family.name,
+        "kind": layout.kind, "note": layout.note,
+        "image_size": list(config.image_size),
+        "resize": layout.resize, "num_boxes": int(len(boxes)),
+        "annotations": config.data.train_annotations,
+        "threshold": threshold,
+        "threshold_source": (layout.threshold_source if args.threshold
+                             is None else "--threshold"),
+        "strides": list(strides), "per_scale": layout.per_scale,
+    }
+    for name, anchors in rows.items():
+        stats = anchor_fit.anchor_stats(boxes, anchors, threshold,
+                                        layout.per_scale)
+        report[name] = dict(stats, anchors=anchors.round(2).tolist())
+    if args.json:
+        print(json.dumps(report, indent=2))
+    else:
+        height, width = config.image_size
+        print(f"config     {args.config} ({family.display_name}): "
+              f"{layout.note}")
+        print(f"boxes      {len(boxes):,} non-crowd training boxes of "
+              f"{config.data.train_annotations}, resized ({layout.resize}) "
+              f"to {height}x{width} (the transform's random crop / pad / "
+              "jitter left out)")
+        print(f"recall     best anchor IoU >= {threshold:g} "
+              f"({report['threshold_source']})")
+        column = "boxes best matched at stride " + " / ".join(
+            map(str, strides))
+        print(f"\n{'anchors':8s} {'BPR':>7s} {'mean IoU':>9s}  {column}")
+        for name in rows:
+            stats = report[name]
+            print(f"{name:8s} {100 * stats['bpr']:6.1f}% "
+                  f"{stats['mean_iou']:9.3f}  "
+                  + " / ".join(map(str, stats["boxes_per_scale"])))
+        print()
+        for name, anchors in rows.items():
+            text = _anchor_text(anchors.round(1).tolist(), layout.per_scale,
+                                strides)
+            print(f"{name:8s} {text}")
+        if layout.kind != "wh":
+            print("fitting  not supported for this layout (the anchors "
+                  "follow the strides); --write is refused")
+    if not args.write:
+        return 0
+    with open(args.config, encoding="utf-8") as stream:
+        data = read_yaml(stream) or {}
+    data = family.with_anchors(_merge(data, _override_dict(args.overrides)),
+                               rows["fitted"])
+    fitted, current = report["fitted"], report["config"]
+    source = " ".join([args.config] + [f"--set {o}" for o in args.overrides])
+    header = (
+        "# Written by `orienmask-tf anchors --write` from\n"
+        f"#   {source}\n"
+        "# with anchors fitted to its training boxes (k-means with 1 - IoU, "
+        f"genetic\n# refinement, seed {args.seed}): best-possible recall "
+        f"(IoU {threshold:g})\n# {100 * current['bpr']:.1f}% -> "
+        f"{100 * fitted['bpr']:.1f}%, mean best IoU "
+        f"{current['mean_iou']:.3f} -> {fitted['mean_iou']:.3f}, boxes at "
+        f"stride {' / '.join(map(str, strides))}:\n# "
+        f"{current['boxes_per_scale']} -> {fitted['boxes_per_scale']}.\n")
+    text = header + yaml.dump(data, Dumper=_config_dumper(), sort_keys=False,
+                              width=78)
+    temp = f"{output}.tmp{os.getpid()}"
+    try:
+        with open(temp, "w", encoding="utf-8") as stream:
+            stream.write(text)
+        load_config(temp)  # what is written must load
+        os.replace(temp, output)
+    finally:
+        if os.path.exists(temp):
+            os.remove(temp)
+    print(f"wrote {output}")
+    return 0
+
+
 def cmd_convert(args):
     from orienmask_tf.config import load_config
     from orienmask_tf.convert import load_state_dict
@@ -349,9 +549,20 @@ def cmd_train(args):
         raise ValueError("give the run folder once: --resume DIR, or "
                          "--output DIR with --resume")
     verbose = 2 if args.quiet and args.verbose == 1 else args.verbose
-    summary = train(config, output_dir=args.output, verbose=verbose,
-                    evaluate=not args.no_eval, resume=args.resume,
-                    exist_ok=args.exist_ok, force=args.force)
+    from orienmask_tf.training import TrainingError
+    from orienmask_tf.training.backup import BackupError
+
+    try:
+        summary = train(config, output_dir=args.output, verbose=verbose,
+                        evaluate=not args.no_eval, resume=args.resume,
+                        exist_ok=args.exist_ok, force=args.force)
+    except (TrainingError, BackupError) as error:
+        raise ValueError(str(error)) from None
+    except OSError as error:  # a checkpoint or log write (disk full, ...)
+        raise ValueError(f"{error.filename or 'the run folder'}: "
+                         f"{error.strerror or error} (a killed or failed "
+                         "run continues from its last complete backup "
+                         "with --resume)") from None
     print(f"trained {summary['epochs']} epochs x "
           f"{summary['steps_per_epoch']} steps (optimizer step "
           f"{summary['global_step']}); outputs in {summary['output_dir']}")
@@ -362,14 +573,33 @@ def cmd_train(args):
     return 0
 
 
+def _at_least(low):
+    def parse(text):
+        try:
+            value = int(text)
+        except ValueError:
+            value = None
+        if value is None or value < low:
+            raise argparse.ArgumentTypeError(
+                f"expected an integer >= {low}, got {text!r}")
+        return value
+
+    return parse
+
+
 def cmd_predict(args):
-    from orienmask_tf.inference.predict import list_images
+    from orienmask_tf.inference.predict import check_output_folder
     from orienmask_tf.inference.predict import match_coco_images
     from orienmask_tf.inference.predict import predict_images
+    from orienmask_tf.inference.predict import resolve_source
 
+    kind, source = resolve_source(args.source)
+    if kind != "images":
+        return _predict_video(args, source)
+    paths = source
+    check_output_folder(args.output, paths)  # before loading the model
     segmenter = _load_segmenter(args)
     class_names = segmenter.class_names
-    paths = list_images(args.images)
     image_ids = category_ids = None
     if args.annotations:
         # Image ids are needed (and checked) only for --coco-json.
@@ -392,6 +622,41 @@ def cmd_predict(args):
               f"{args.score_threshold})")
     if args.coco_json:
         print(f"wrote {args.coco_json}")
+    return 0
+
+
+def _predict_video(args, source):
+    """``predict --source`` a video file or a camera index."""
+    from orienmask_tf.inference import video
+    from orienmask_tf.inference.predict import check_output_folder
+    from orienmask_tf.inference.predict import match_coco_images
+
+    camera = isinstance(source, int)
+    if args.coco_json:
+        raise ValueError("--coco-json is for images; a video's detections "
+                         "go to <output>/<name>.json")
+    check_output_folder(args.output, [] if camera else [source])
+    if not camera:  # a file that is no video fails before the model loads
+        video.open_source(source)[0].release()
+    segmenter = _load_segmenter(args)
+    class_names = segmenter.class_names
+    if args.annotations:
+        class_names = match_coco_images(args.annotations, [])[2]
+    report = video.predict_video(
+        segmenter.network, segmenter.config, source, args.output,
+        class_names, args.score_threshold, batch_size=args.batch_size,
+        max_frames=args.max_frames, rle_masks=args.rle_masks,
+        progress=not args.quiet)
+    name = f"camera {source}" if camera else source
+    print(f"{name} -> {report['video']} ({report['frames']} frames, "
+          f"{report['detections']} detections >= {args.score_threshold}; "
+          f"codec {report['codec']['input'] or '-'} -> "
+          f"{report['codec']['output']})")
+    print(f"wrote {report['json']}")
+    after = report["processing_fps_after_first_batch"]
+    print(f"processing: {report['processing_fps']:.1f} frames/s"
+          + ("" if after is None else
+             f" ({after:.1f} after the first batch, which compiles)"))
     return 0
 
 
@@ -516,6 +781,36 @@ def build_parser():
     info.add_argument("--json", action="store_true",
                       help="print machine-readable JSON")
 
+    anchors = _command(
+        commands, "anchors", "how well a config's anchors fit its training "
+                             "boxes (best-possible recall, mean best IoU, "
+                             "boxes per stride) against anchors fitted by "
+                             "k-means; --write puts the fitted ones into a "
+                             "new config", cmd_anchors)
+    _add_config_args(anchors)
+    anchors.add_argument(
+        "--write", action="store_true",
+        help="write the config with the fitted anchors (sorted by area, "
+             "grouped per stride, finest first) to --output; families whose "
+             "anchors follow the strides (YOLACT) refuse")
+    anchors.add_argument(
+        "--output", metavar="FILE",
+        help="the config --write writes (default: <config>_anchors.yaml "
+             "beside --config); the YAML of --config with the --set values "
+             "and the new anchors (its comments are not kept)")
+    anchors.add_argument(
+        "--threshold", type=float,
+        help="IoU for the best-possible recall (default: the family's, "
+             "OrienMask 0.5, YOLACT targets.pos_iou_thr)")
+    anchors.add_argument("--generations", type=int, default=1000,
+                         help="genetic refinement steps after k-means "
+                              "(0: k-means only)")
+    anchors.add_argument("--seed", type=int, default=0,
+                         help="seeds k-means++ and the mutations (same seed, "
+                              "same anchors)")
+    anchors.add_argument("--json", action="store_true",
+                         help="print machine-readable JSON")
+
     convert = _command(
         commands, "convert", "import an official PyTorch OrienMask or YOLACT "
                              "checkpoint into a .keras model (the network of "
@@ -634,15 +929,35 @@ def build_parser():
 
     predict = _command(
         commands, "predict", "draw detections (masks, boxes, class names, "
-                             "scores) of a .keras model on images",
+                             "scores) of a .keras model on images, a video "
+                             "or a camera",
         cmd_predict)
     predict.add_argument("--model", required=True,
                          help="the .keras model (it carries its experiment)")
     _add_config_args(predict, required=False)
-    predict.add_argument("--images", required=True,
-                         help="an image, a folder or a glob pattern")
-    predict.add_argument("--output", required=True,
-                         help="folder for the drawn images")
+    source = predict.add_mutually_exclusive_group(required=True)
+    source.add_argument(
+        "--source",
+        help="an image, a folder or glob pattern of images, a video file "
+             "(.mp4, .avi, ...) or a camera index (0, 1, ...)")
+    source.add_argument("--images", dest="source",
+                        help="same as --source")
+    predict.add_argument(
+        "--output", required=True,
+        help="folder for the drawn images (keeping their relative paths), "
+             "or for a video's or camera's annotated <name>.<ext> and "
+             "per-frame <name>.json; it must not hold any input")
+    predict.add_argument("--batch-size", type=_at_least(1), default=8,
+                         help="video frames per network call (a camera: "
+                              "1; images: one each)")
+    predict.add_argument(
+        "--max-frames", type=_at_least(0), default=0,
+        help="stop a video or camera after this many frames (0: all; a "
+             "camera then records until Ctrl-C)")
+    predict.add_argument(
+        "--rle-masks", action="store_true",
+        help="add each detection's mask (COCO RLE, frame resolution) to a "
+             "video's per-frame JSON")
     predict.add_argument("--score-threshold", type=float, default=0.3,
                          help="draw (and write) detections scoring at least "
                               "this; 0 for --coco-json results to score")

@@ -19,6 +19,7 @@ constructor kwargs; networks never read this module.
 import dataclasses
 import difflib
 import os
+import re
 import typing
 
 import yaml
@@ -47,8 +48,18 @@ class _UniqueKeyLoader(yaml.SafeLoader):
         return super().construct_mapping(node, deep=deep)
 
 
+# YAML 1.1 (PyYAML) reads ``1e-7`` and ``5e3`` as strings (its floats need
+# a dot); YAML 1.2, JSON and Python read them as numbers, as users write
+# learning rates. Resolve exponent floats without a dot as floats too.
+_UniqueKeyLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?[0-9][0-9_]*(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"),
+    list("-+0123456789"))
+
+
 def read_yaml(stream):
-    """``yaml.safe_load`` that refuses duplicate keys (``ConfigError``)."""
+    """``yaml.safe_load`` that refuses duplicate keys (``ConfigError``) and
+    reads ``1e-7`` as a number (YAML 1.2)."""
     return yaml.load(stream, Loader=_UniqueKeyLoader)
 
 
@@ -373,7 +384,7 @@ def _parse_override(text):
     if not sep or not key.strip():
         raise ConfigError("expected section.key=value, e.g. model.width=8")
     try:
-        parsed = yaml.safe_load(value)
+        parsed = read_yaml(value)
     except yaml.YAMLError as error:
         raise ConfigError(f"value is not valid YAML ({error})") from None
     nested = parsed

@@ -12,6 +12,7 @@ Family ``__init__`` modules must stay light (no TensorFlow import): the
 methods import their family's modules when called.
 """
 
+import dataclasses
 import importlib
 import pkgutil
 
@@ -49,7 +50,11 @@ class Family:
         part=, layout=, skip_keys=, source=)`` -> report dict (``network``,
         ``part``, ``assigned``, ``skipped``, optional ``notes``),
         ``state_dict_from_model(network)``, ``describe(config, image_size)``
-        -> ``{"anchors", "model", "input", "anchor_line"}`` for ``info``.
+        -> ``{"anchors", "model", "input", "anchor_line"}`` for ``info``,
+        ``anchor_layout(config)`` -> ``AnchorLayout`` and
+        ``with_anchors(data, anchors)`` -> the YAML dict ``data`` with
+        fitted anchors (``orienmask-tf anchors``; ``ValueError`` where the
+        layout cannot take fitted anchors).
     """
 
     name = ""
@@ -113,6 +118,46 @@ class Family:
 
     def describe(self, config, image_size):
         raise NotImplementedError
+
+    def anchor_layout(self, config):
+        raise NotImplementedError
+
+    def with_anchors(self, data, anchors):
+        raise NotImplementedError
+
+
+@dataclasses.dataclass(frozen=True)
+class AnchorLayout:
+    """How a family lays out its anchors, for ``orienmask-tf anchors``.
+
+    Attributes:
+        kind: ``"wh"``: free ``[width, height]`` anchors in input pixels,
+            ``per_scale`` of them per stride, that a k-means fit can
+            replace (OrienMask's 9 YOLO anchors, 3 per stride);
+            ``"scales_ratios"``: anchors generated from each level's stride,
+            octave scales and aspect ratios (YOLACT): their coverage is
+            measured, fitted anchors are not written.
+        strides: one per scale, finest first.
+        anchors: the config's anchor shapes ``((w, h), ...)`` in input
+            pixels, ``per_scale`` consecutive rows per stride, finest first.
+        per_scale: anchors per scale (per location for ``scales_ratios``).
+        threshold: IoU a box's best anchor must reach to count as
+            recallable (the best-possible recall).
+        threshold_source: what ``threshold`` is (one phrase).
+        resize: how the training transform maps a box to the input,
+            leaving out its random crop / pad / jitter: ``"warp"``, width
+            and height scaled to ``image_size`` separately.
+        note: one line on the layout for the report.
+    """
+
+    kind: str
+    strides: tuple
+    anchors: tuple
+    per_scale: int
+    threshold: float
+    threshold_source: str
+    resize: str = "warp"
+    note: str = ""
 
 
 def register(family):

@@ -101,8 +101,10 @@ def test_bad_values_name_the_key(tmp_path, text, message):
 
 def test_orienmask_configs_keep_their_sections():
     config = load_config(testing.CONFIGS_DIR / "tiny.yaml")
-    assert config.architecture == "orienmask" and config.targets is None
-    assert "targets" not in config_to_dict(config)
+    assert config.architecture == "orienmask"
+    # The OrienMask targets section: the official YOLO assignment by default.
+    assert config_to_dict(config)["targets"] == dict(
+        assigner="yolo", topk=9, yolo_fallback=True)
     assert "architecture" not in config.model_kwargs()
     np.testing.assert_array_equal(config.inference_anchors(),
                                   config.anchor_array())

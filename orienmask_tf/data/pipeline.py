@@ -35,8 +35,10 @@ element ``k`` of input pipeline ``p`` uses the generator
 (and a seeded shuffle) two runs give identical batches.
 """
 
+import contextlib
 import dataclasses
 import logging
+import re
 
 import numpy as np
 import tensorflow as tf
@@ -257,6 +259,33 @@ def build_dataset(config, split, input_context=None, encoder=None, data=None,
     options = tf.data.Options()
     options.deterministic = bool(data.deterministic)
     return ds.with_options(options)
+
+
+_COCO_ERROR = re.compile(r"CocoError: ([^\n]+)")
+
+
+def coco_error_in(error):
+    """The ``coco.CocoError`` that a ``tf.errors.OpError`` from a dataset
+    iterator carries (raised inside ``tf.numpy_function``, it reaches
+    Python as an ``InvalidArgumentError`` / ``UnknownError`` whose message
+    holds its text and both tracebacks), or None."""
+    match = _COCO_ERROR.search(getattr(error, "message", None) or str(error))
+    return coco_lib.CocoError(match.group(1).strip()) if match else None
+
+
+@contextlib.contextmanager
+def data_errors():
+    """Around code that iterates a ``build_dataset`` dataset (``fit``, an
+    evaluation loop): a ``CocoError`` raised inside tf.data (an
+    undecodable image under ``data.on_error: raise``) comes out as that
+    ``CocoError`` (one line naming the file), not a TensorFlow error."""
+    try:
+        yield
+    except tf.errors.OpError as error:
+        found = coco_error_in(error)
+        if found is None:
+            raise
+        raise found from None
 
 
 def _has_objects(serialized):

@@ -16,11 +16,21 @@ Shards are ``{prefix}-{i:05d}-of-{n:05d}.tfrecord`` (image ``k`` goes to
 shard ``k % n``), plus ``{prefix}-categories.json`` with the category ids
 and names. ``prepare-data`` decodes every image once (``verify``), so a
 corrupt file fails (or is skipped) before training, not hours into it.
+
+Nothing is used half-written: shards are written under temporary names
+(``...tfrecord.tmp-<pid>``, which no reader picks up) and renamed when all
+are complete; ``{prefix}-manifest.json`` (each shard's name, record count,
+size and SHA-256) is written last, atomically. A rerun deletes the old
+manifest before touching any shard. Readers (``record_files``, used by
+``data.pipeline``) refuse a shard that no manifest lists, or whose size
+differs from it, with a one-line ``TFRecordError`` naming the folder.
 """
 
 import glob
+import hashlib
 import json
 import os
+import re
 
 import numpy as np
 import tensorflow as tf
@@ -63,24 +73,62 @@ def example_proto(record, image_bytes):
     return tf.train.Example(features=tf.train.Features(feature=feature))
 
 
+MANIFEST_FORMAT = 1
+_SHARD = re.compile(r"(.*)-(\d{5})-of-(\d{5})\.tfrecord")
+
+
+class TFRecordError(ValueError):
+    """TFRecord shards that are not a complete ``prepare-data`` output."""
+
+
+def manifest_path(prefix):
+    return f"{prefix}-manifest.json"
+
+
+def _sha256_file(path):
+    digest = hashlib.sha256()
+    with open(path, "rb") as stream:
+        for block in iter(lambda: stream.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _write_atomic(path, text):
+    tmp = f"{path}.tmp-{os.getpid()}"
+    with open(tmp, "w", encoding="utf-8") as stream:
+        stream.write(text)
+        stream.flush()
+        os.fsync(stream.fileno())
+    os.replace(tmp, path)
+
+
 def write_tfrecords(coco, prefix, num_shards=8, verify=True, progress=False):
     """Write ``coco`` (a ``CocoDataset``) as ``num_shards`` TFRecord files
-    (``progress``: a bar on stderr, one step per image).
+    (``progress``: a bar on stderr, one step per image), then the
+    manifest; an error leaves no shard of this call under a final name
+    and no manifest.
 
     Images that cannot be read or decoded raise ``CocoError`` (naming the
     file) under ``coco.on_error == "raise"``, else are skipped and counted
     in ``coco.skipped``.
 
     Returns:
-        ``{"files": [...], "images": written, "skipped": n}``.
+        ``{"files": [...], "images": written, "skipped": n,
+        "manifest": path}``.
     """
     prefix = os.fspath(prefix)
     os.makedirs(os.path.dirname(os.path.abspath(prefix)), exist_ok=True)
     num_shards = max(1, min(int(num_shards), max(len(coco), 1)))
     files = [f"{prefix}-{i:05d}-of-{num_shards:05d}.tfrecord"
              for i in range(num_shards)]
-    writers = [tf.io.TFRecordWriter(f) for f in files]
+    # The old shards of this prefix stop being usable before any changes.
+    if os.path.exists(manifest_path(prefix)):
+        os.remove(manifest_path(prefix))
+    temps = [f"{f}.tmp-{os.getpid()}" for f in files]
+    writers = [tf.io.TFRecordWriter(f) for f in temps]
+    counts = [0] * num_shards
     written = skipped = 0
+    complete = False
     try:
         for k, record in enumerate(bar(coco.records, desc=os.path.basename(
                 prefix), unit="img", enabled=progress)):
@@ -99,15 +147,42 @@ def write_tfrecords(coco, prefix, num_shards=8, verify=True, progress=False):
                 continue
             proto = example_proto(record, data)
             writers[k % num_shards].write(proto.SerializeToString())
+            counts[k % num_shards] += 1
             written += 1
+        for writer in writers:
+            writer.close()
+        shards = []
+        for final, tmp, count in zip(files, temps, counts):
+            with open(tmp, "rb") as stream:
+                os.fsync(stream.fileno())
+            shards.append({"file": os.path.basename(final), "records": count,
+                           "bytes": os.path.getsize(tmp),
+                           "sha256": _sha256_file(tmp)})
+        for final, tmp in zip(files, temps):
+            os.replace(tmp, final)
+        complete = True
     finally:
         for writer in writers:
             writer.close()
-    with open(f"{prefix}-categories.json", "w") as stream:
-        json.dump({"category_ids": coco.category_ids,
-                   "class_names": coco.class_names,
-                   "annotation_file": coco.annotation_file}, stream)
-    return {"files": files, "images": written, "skipped": skipped}
+        if not complete:
+            for tmp in temps:
+                if os.path.exists(tmp):
+                    os.remove(tmp)
+    # Shards of an earlier run with another shard count would be globbed
+    # with these: they are no longer listed anywhere, delete them.
+    for stale in glob.glob(glob.escape(prefix) + "-?????-of-?????.tfrecord"):
+        if stale not in files:
+            os.remove(stale)
+    categories = f"{prefix}-categories.json"
+    _write_atomic(categories, json.dumps({
+        "category_ids": coco.category_ids, "class_names": coco.class_names,
+        "annotation_file": coco.annotation_file}))
+    _write_atomic(manifest_path(prefix), json.dumps({
+        "format": MANIFEST_FORMAT, "shards": shards, "images": written,
+        "skipped": skipped, "categories": os.path.basename(categories),
+        "annotation_file": coco.annotation_file}, indent=1))
+    return {"files": files, "images": written, "skipped": skipped,
+            "manifest": manifest_path(prefix)}
 
 
 FEATURES = {
@@ -123,11 +198,85 @@ FEATURES = {
 }
 
 
+def read_manifest(prefix):
+    """The manifest of the shards ``prefix-*`` as ``{file name: entry}``.
+
+    Raises:
+        TFRecordError: missing or unreadable (the shards may be partial).
+    """
+    path = manifest_path(prefix)
+    folder = os.path.dirname(os.path.abspath(path))
+    try:
+        with open(path, encoding="utf-8") as stream:
+            manifest = json.load(stream)
+        shards = {entry["file"]: entry for entry in manifest["shards"]}
+    except FileNotFoundError:
+        raise TFRecordError(
+            f"{folder}: the shards {os.path.basename(prefix)}-* have no "
+            f"prepare-data manifest ({os.path.basename(path)}): they may be "
+            "partial (prepare-data did not finish); run prepare-data again"
+        ) from None
+    except (OSError, ValueError, KeyError, TypeError) as error:
+        raise TFRecordError(f"{folder}: unreadable manifest "
+                            f"{os.path.basename(path)} ({error}); run "
+                            "prepare-data again") from None
+    return shards
+
+
+def check_shards(files, checksums=False):
+    """Refuse shards that are not a complete ``prepare-data`` output:
+    each must be listed in its prefix's manifest with the same size
+    (``checksums``: and SHA-256), and every shard a manifest lists must be
+    there.
+
+    Raises:
+        TFRecordError: one line naming the folder and the shard.
+    """
+    manifests = {}
+    for path in files:
+        folder = os.path.dirname(os.path.abspath(path))
+        name = os.path.basename(path)
+        match = _SHARD.fullmatch(path)
+        if not match:
+            raise TFRecordError(
+                f"{folder}: {name} is not a prepare-data shard (expected "
+                "PREFIX-NNNNN-of-NNNNN.tfrecord with PREFIX-manifest.json)")
+        prefix = match.group(1)
+        if prefix not in manifests:
+            manifests[prefix] = read_manifest(prefix)
+            for listed, entry in manifests[prefix].items():
+                other = os.path.join(os.path.dirname(path), listed)
+                if not os.path.exists(other):
+                    raise TFRecordError(
+                        f"{folder}: {listed}, listed in "
+                        f"{os.path.basename(manifest_path(prefix))}, is "
+                        "missing; run prepare-data again")
+        entry = manifests[prefix].get(name)
+        if entry is None:
+            raise TFRecordError(
+                f"{folder}: {name} is not in "
+                f"{os.path.basename(manifest_path(prefix))} (left from "
+                "another prepare-data run?); run prepare-data again")
+        size = os.path.getsize(path)
+        if size != entry["bytes"]:
+            raise TFRecordError(
+                f"{folder}: {name} has {size} bytes, its manifest says "
+                f"{entry['bytes']} (truncated or changed); run prepare-data "
+                "again")
+        if checksums and _sha256_file(path) != entry["sha256"]:
+            raise TFRecordError(f"{folder}: {name} does not match its "
+                                "SHA-256 in the manifest; run prepare-data "
+                                "again")
+
+
 def record_files(pattern):
+    """The shards matching ``pattern`` (a glob), sorted, after
+    ``check_shards``."""
     files = sorted(glob.glob(os.fspath(pattern)))
     files = [f for f in files if f.endswith(".tfrecord")]
     if not files:
         raise ValueError(f"no TFRecord files match {pattern!r}")
+    check_shards(files)
     return files
 
 

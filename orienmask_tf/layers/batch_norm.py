@@ -35,6 +35,15 @@ gradients over the batch (~1e-6 relative).
 
 Inference (``training=False``, or the layer frozen with ``trainable =
 False``) is ``BatchNormalization``'s, on the moving statistics.
+
+Moving statistics as PyTorch keeps them (``TorchBatchNorm`` and
+``SplitInvariantBatchNorm``): ``nn.BatchNorm2d`` normalizes with the biased
+batch variance but updates ``running_var`` with the unbiased one (times
+``n / (n - 1)``, ``n`` the elements per channel of the global batch); Keras'
+``BatchNormalization`` updates with the biased one. Every network here is a
+port of a PyTorch model, so both layers update as PyTorch does (checked
+against the official OrienMask trainer: ``tests/training/
+test_official_trajectory.py``).
 """
 
 import keras
@@ -68,8 +77,8 @@ def batch_normalization(name, synchronized_bn=False, momentum=0.99,
     if mode == SPLIT_INVARIANT:
         return SplitInvariantBatchNorm(momentum=momentum, epsilon=epsilon,
                                        name=name)
-    return keras.layers.BatchNormalization(
-        momentum=momentum, epsilon=epsilon, synchronized=mode, name=name)
+    return TorchBatchNorm(momentum=momentum, epsilon=epsilon,
+                          synchronized=mode, name=name)
 
 
 def _all_reduce_sum(value):
@@ -78,6 +87,52 @@ def _all_reduce_sum(value):
     if context is None or context.num_replicas_in_sync == 1:
         return value
     return context.all_reduce(tf.distribute.ReduceOp.SUM, value)
+
+
+def unbiased_variance(variance, count):
+    """PyTorch's ``running_var`` update value: the biased batch variance of
+    ``count`` elements per channel times ``count / (count - 1)``."""
+    count = tf.cast(count, variance.dtype)
+    return variance * (count / tf.maximum(count - 1.0, 1.0))
+
+
+def _update_moving_statistics(layer, mean, variance, count):
+    """``moving = momentum * moving + (1 - momentum) * batch`` for the mean
+    and the unbiased variance (``nn.BatchNorm2d``)."""
+    for variable, value in ((layer.moving_mean, mean),
+                            (layer.moving_variance,
+                             unbiased_variance(variance, count))):
+        value = keras.ops.cast(value, variable.dtype)
+        variable.assign(keras.ops.cast(variable, value.dtype)
+                        * layer.momentum + value * (1.0 - layer.momentum))
+
+
+@keras.saving.register_keras_serializable(package="orienmask_tf")
+class TorchBatchNorm(keras.layers.BatchNormalization):
+    """``BatchNormalization`` (per-replica or, with ``synchronized=True``,
+    cross-replica statistics) whose moving variance is updated with the
+    unbiased batch variance, as ``nn.BatchNorm2d``'s ``running_var``. The
+    output, the gradients and the weights are ``BatchNormalization``'s."""
+
+    def call(self, inputs, training=None, mask=None):
+        if not (training and self.trainable) or self.renorm or (
+                mask is not None):
+            return super().call(inputs, training=training, mask=mask)
+        compute_dtype = keras.backend.result_type(inputs.dtype, "float32")
+        x = keras.ops.cast(inputs, compute_dtype)
+        mean, variance = self._moments(x, mask)
+        dims = tf.shape(x, out_type=tf.int64)
+        count = tf.cast(tf.reduce_prod(tf.gather(dims, self._reduction_axes)),
+                        variance.dtype)
+        if self.synchronized:
+            count = _all_reduce_sum(count)
+        _update_moving_statistics(self, mean, variance, count)
+        gamma = keras.ops.cast(self.gamma, x.dtype) if self.scale else None
+        beta = keras.ops.cast(self.beta, x.dtype) if self.center else None
+        outputs = keras.ops.batch_normalization(
+            x=x, mean=mean, variance=variance, axis=self.axis, offset=beta,
+            scale=gamma, epsilon=self.epsilon)
+        return keras.ops.cast(outputs, self.compute_dtype)
 
 
 @keras.saving.register_keras_serializable(package="orienmask_tf")
@@ -114,18 +169,15 @@ class SplitInvariantBatchNorm(keras.layers.BatchNormalization):
                  else tf.ones([channels], dtype))
         beta = (keras.ops.cast(self.beta, dtype) if self.center
                 else tf.zeros([channels], dtype))
-        outputs, mean, variance = _split_invariant_batch_norm(
+        outputs, mean, variance, count = _split_invariant_batch_norm(
             x, gamma, beta, self._reduction_axes, self.axis, self.epsilon)
-        for variable, value in ((self.moving_mean, mean),
-                                (self.moving_variance, variance)):
-            value = tf.cast(value, variable.dtype)
-            variable.assign(keras.ops.cast(variable, value.dtype)
-                            * self.momentum + value * (1.0 - self.momentum))
+        _update_moving_statistics(self, mean, variance, count)
         return tf.cast(outputs, self.compute_dtype)
 
 
 def _split_invariant_batch_norm(x, gamma, beta, axes, axis, epsilon):
-    """``(y, mean, variance)`` of a training BatchNorm on the global batch.
+    """``(y, mean, variance, count)`` of a training BatchNorm on the global
+    batch (``count``: elements per channel, float64).
 
     ``mean`` / ``variance`` (per channel, dtype of ``x``) carry no gradient;
     the gradient of ``y`` with respect to ``x`` includes the paths through
@@ -179,4 +231,4 @@ def _split_invariant_batch_norm(x, gamma, beta, axes, axis, epsilon):
 
         return y, grad
 
-    return normalize(x, gamma, beta), mean, variance
+    return normalize(x, gamma, beta), mean, variance, total_count

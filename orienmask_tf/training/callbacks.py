@@ -13,6 +13,7 @@ import tensorflow as tf
 
 from orienmask_tf.inference.drawing import draw_detections
 from orienmask_tf.saving import save_network
+from orienmask_tf.training import backup
 
 logger = logging.getLogger(__name__)
 
@@ -96,8 +97,10 @@ class NetworkCheckpoint(keras.callbacks.Callback):
         if value is not None and value > self.best:
             self.best, self.best_epoch = float(value), epoch + 1
             self._save(network, "best.keras")
-            with open(os.path.join(self.directory, "best.json"), "w") as f:
+            path = os.path.join(self.directory, "best.json")
+            with open(path + ".tmp", "w") as f:
                 json.dump({"epoch": epoch + 1, self.monitor: value}, f)
+            os.replace(path + ".tmp", path)
 
 
     def _save(self, network, name):
@@ -105,70 +108,82 @@ class NetworkCheckpoint(keras.callbacks.Callback):
 
 
 def read_backup_state(backup_dir):
-    """``{"epoch", "step", "global_step"}`` of the last backup, or None."""
-    path = os.path.join(backup_dir, "training_state.json")
-    if not os.path.exists(path):
+    """``{"epoch", "step", "global_step", "position"}`` of the newest intact
+    backup in ``backup_dir`` (``backup.latest``), or None."""
+    found = backup.latest(backup_dir)
+    if found is None:
         return None
-    with open(path) as f:
-        return json.load(f)
+    state = found[1]
+    return {k: state[k] for k in ("epoch", "step", "global_step",
+                                  "position")}
 
 
-class StepBackupAndRestore(keras.callbacks.BackupAndRestore):
-    """``keras.callbacks.BackupAndRestore`` that also resumes mid-epoch.
+class TrainingBackup(keras.callbacks.Callback):
+    """Write a crash-consistent backup (``training.backup``: weights,
+    optimizer, step counters, data-stream position, RNG state, in one
+    folder completed last) every ``every`` batches of the training stream
+    and at every epoch end, so that a killed run continues at the exact
+    step with the exact data stream.
 
-    Keras' callback records the batch but restarts the interrupted epoch
-    from its first step (and its optimizer step count has then advanced
-    past it). This one writes ``training_state.json`` with the epoch, the
-    number of steps done in it and the optimizer's iteration count, next
-    to the weights (model + optimizer) after every ``save_freq`` steps and
-    every epoch; ``train`` reads it, finishes the interrupted epoch with
-    the remaining steps and goes on, so no step is lost or repeated.
-    ``step_offset`` is the step at which the current ``fit`` call starts
-    within its first epoch. Writes are atomic (temp file + rename).
+    Args:
+        directory: the run's ``backup/`` folder.
+        steps_per_epoch: steps of a full epoch.
+        every: backup period in batches (counted on the stream position,
+            so a resumed run backs up at the same steps); 0 = epoch ends
+            only.
+        start_step: steps already done in the first epoch of this ``fit``
+            call (a resumed run finishing its interrupted epoch).
+        start_position: batches of the stream consumed before this ``fit``
+            call.
+        keep: complete backups kept (the newest ones).
+
+    The last batch of an epoch is backed up by ``on_epoch_end``, after the
+    epoch's checkpoints and logs (put this callback after those). After a
+    non-finite loss nothing more is written: the newest backup stays the
+    last finite state. A failed write raises ``backup.BackupError``.
     """
 
-    def __init__(self, backup_dir, save_freq="epoch", step_offset=0,
-                 delete_checkpoint=False):
-        super().__init__(backup_dir, save_freq=save_freq,
-                         delete_checkpoint=delete_checkpoint,
-                         double_checkpoint=False)
-        self.step_offset = int(step_offset)
-        self._epoch = 0
-        self._steps_done = 0
+    def __init__(self, directory, steps_per_epoch, every=0, start_step=0,
+                 start_position=0, keep=2):
+        super().__init__()
+        self.directory = directory
+        self.steps_per_epoch = int(steps_per_epoch)
+        self.every = int(every)
+        self.start_step = int(start_step)
+        self.position = int(start_position)
+        self.keep = int(keep)
+        self.epoch = 0
+        self.step = 0
+        self.diverged = False
+        self.written = []
         self._first_epoch = None
 
     def on_epoch_begin(self, epoch, logs=None):
         if self._first_epoch is None:
             self._first_epoch = epoch
-        self._epoch = epoch
-        self._steps_done = (self.step_offset if epoch == self._first_epoch
-                            else 0)
+        self.epoch = epoch
+        self.step = self.start_step if epoch == self._first_epoch else 0
 
     def on_train_batch_end(self, batch, logs=None):
-        self._steps_done += 1
+        self.step += 1
+        self.position += 1
         loss = (logs or {}).get("loss")
-        if loss is not None and not np.isfinite(float(loss)):
-            return  # never back up a diverged state (NanGuard stops)
-        super().on_train_batch_end(batch, logs)
+        if loss is not None and not np.all(np.isfinite(np.asarray(loss))):
+            self.diverged = True
+        if (self.every > 0 and self.position % self.every == 0
+                and self.step < self.steps_per_epoch):
+            self._write(self.epoch, self.step)
 
     def on_epoch_end(self, epoch, logs=None):
-        self._epoch, self._steps_done = epoch + 1, 0
-        self._last_batch_seen = 0
-        self._save_model()
+        if self.step >= self.steps_per_epoch:
+            self._write(epoch + 1, 0)
 
-    def _save_model(self):
-        os.makedirs(self.backup_dir, exist_ok=True)
-        tmp = self._weights_path + ".tmp.weights.h5"
-        self.model.save_weights(tmp, overwrite=True)
-        os.replace(tmp, self._weights_path)
-        state = {"epoch": int(self._epoch), "step": int(self._steps_done),
-                 "global_step": int(self.model.optimizer.iterations.numpy())}
-        path = os.path.join(self.backup_dir, "training_state.json")
-        with open(path + ".tmp", "w") as f:
-            json.dump(state, f)
-        os.replace(path + ".tmp", path)
-        with open(self._training_metadata_path, "w") as f:
-            json.dump({"epoch": state["epoch"], "batch": state["step"]}, f)
+    def _write(self, epoch, step):
+        if self.diverged:
+            return
+        self.written.append(backup.write(
+            self.model, self.directory, epoch, step, self.position,
+            self.steps_per_epoch, keep=self.keep))
 
 
 class TensorBoardImages(keras.callbacks.Callback):

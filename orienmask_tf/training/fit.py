@@ -12,9 +12,13 @@ folder named by ``--resume`` / ``--output`` / ``train.output_dir``
                          (each the family's plain network, with the
                          experiment stored in the file)
     model.keras          the final network (with its experiment)
-    backup/              weights + optimizer + training_state.json
-                         (train.backup_every steps); a restarted run resumes
-                         at that epoch and step
+    backup/step-NNNNNNNNN/
+                         one crash-consistent backup (``training.backup``:
+                         weights, optimizer, counters, data position, RNG
+                         state, completed last) every train.backup_every
+                         steps and epoch; a restarted run resumes at its
+                         epoch and step with the same data stream
+    run.lock             held while a run trains in the folder
     logs/                TensorBoard: every loss item, learning rate, val AP;
                          logs/images: predicted masks on validation images
     history.csv          per-epoch logs (loss items, learning rate, val AP)
@@ -33,11 +37,13 @@ import tensorflow as tf
 import yaml
 
 from orienmask_tf.config import config_to_dict
+from orienmask_tf.training import backup
 from orienmask_tf.training import callbacks as cb
 from orienmask_tf.saving import load_network
 from orienmask_tf.saving import save_network
 from orienmask_tf.training.train_model import TrainModel
 from orienmask_tf.training.optimizer import make_optimizer
+from orienmask_tf.training.runs import RunLock
 from orienmask_tf.training.runs import prepare_run
 from orienmask_tf.training.schedules import make_schedule
 from orienmask_tf.training.strategy import distributed_dataset
@@ -115,13 +121,13 @@ def build_train_model(config, strategy, steps_per_epoch):
 
 
 def _output_dirs(config, output_dir, resume=None, exist_ok=False,
-                 force=False, strategy=None):
-    """The run folder (``runs.prepare_run``); non-chief workers get their
-    own subfolder of the chief's."""
+                 force=False, strategy=None, lock=None):
+    """The run folder (``runs.prepare_run``, the chief locking it with
+    ``lock``); non-chief workers get their own subfolder of the chief's."""
     chief = is_chief()
     root = prepare_run(config, output_dir=output_dir, resume=resume,
                        exist_ok=exist_ok, force=force, strategy=strategy,
-                       chief=chief)
+                       chief=chief, lock=lock)
     if not chief:
         # Non-chief workers write their (identical) backups and throw-away
         # logs apart, so that the chief's files are never overwritten.
@@ -152,24 +158,54 @@ def train(config, output_dir=None, devices=None, extra_callbacks=(),
 
     Raises:
         training.runs.RunFolderError: an existing run was made with
-            another experiment, or ``resume`` finds no run.
+            another experiment, or ``resume`` finds no run;
+            ``runs.RunLockError`` when another run trains in the folder.
+        training.backup.BackupError: a backup could not be written (disk
+            full, no permission); the last complete one stays usable.
+        TrainingError: a non-finite loss.
     """
     strategy = get_strategy(config.train.strategy, devices)
     keras.config.set_dtype_policy(
         resolve_precision(config.train.mixed_precision))
     keras.utils.set_random_seed(config.train.seed)
-    chief = is_chief()
+    lock = RunLock()
     root = _output_dirs(config, output_dir, resume=resume, exist_ok=exist_ok,
-                        force=force, strategy=strategy)
+                        force=force, strategy=strategy, lock=lock)
+    try:
+        return _train_in(config, root, strategy, extra_callbacks,
+                         verbose, evaluate)
+    finally:
+        lock.release()
+
+
+def _write_config(root, config):
+    """``config.yaml``, written atomically (a truncated one would block
+    every rerun)."""
+    path = os.path.join(root, "config.yaml")
+    with open(path + ".tmp", "w") as f:
+        yaml.safe_dump(config_to_dict(config), f, sort_keys=False)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(path + ".tmp", path)
+
+
+def _train_in(config, root, strategy, extra_callbacks, verbose,
+              evaluate):
+    chief = is_chief()
     os.makedirs(root, exist_ok=True)
     if chief:
         print(f"run folder {root}", flush=True)
 
     from orienmask_tf.data import coco as coco_lib
     from orienmask_tf.data.pipeline import build_dataset
+    from orienmask_tf.data.pipeline import data_errors
 
     coco = None
-    if not config.data.train_tfrecords:
+    if config.data.train_tfrecords:
+        from orienmask_tf.data.tfrecord import record_files
+
+        record_files(config.data.train_tfrecords)  # complete shards only
+    else:
         if not config.data.train_annotations:
             raise ValueError("no training data: set data.train_annotations "
                              "and data.train_images (or data.train_tfrecords)")
@@ -196,8 +232,7 @@ def train(config, output_dir=None, devices=None, extra_callbacks=(),
                              "from data.train_tfrecords")
         steps = max(len(coco) // config.train.batch_size, 1)
     if chief:
-        with open(os.path.join(root, "config.yaml"), "w") as f:
-            yaml.safe_dump(config_to_dict(config), f, sort_keys=False)
+        _write_config(root, config)
 
     model = build_train_model(config, strategy, steps)
 
@@ -211,25 +246,31 @@ def train(config, output_dir=None, devices=None, extra_callbacks=(),
 
     epochs = config.train.epochs
     backup_dir = os.path.join(root, "backup")
-    state = cb.read_backup_state(backup_dir)
-    start_epoch, start_step = 0, 0
-    if state is not None:
+    found = backup.latest(backup_dir)
+    start_epoch, start_step, position = 0, 0, 0
+    if found is not None:
+        path, state = found
+        backup.restore(model, path, state)
         start_epoch, start_step = int(state["epoch"]), int(state["step"])
+        position = int(state["position"])
         if start_step >= steps:
             start_epoch, start_step = start_epoch + 1, 0
         print(f"resuming from {backup_dir}: epoch {start_epoch + 1}, step "
-              f"{start_step} (optimizer step {state['global_step']})",
-              flush=True)
-    # A resumed run continues the data stream where the backup left it.
-    start_batch = int(state["global_step"]) if state is not None else 0
+              f"{start_step} (optimizer step {state['global_step']}; "
+              f"{os.path.basename(path)})", flush=True)
     # float16 OrienMask orientation targets: half the memory per example at
     # 544; the loss computes in float32.
     encoder = config.family.make_encoder(config, orien_dtype="float16")
-    dataset = distributed_dataset(strategy, lambda ctx: build_dataset(
-        config, "train", input_context=ctx, encoder=encoder, coco=coco,
-        start_batch=start_batch))
 
-    def callbacks(step_offset):
+    def stream(start_batch):
+        # The training stream from batch ``start_batch`` on: one per fit
+        # call, since each call starts a new iterator (a dataset reused by
+        # a second fit would replay the batches of the first).
+        return distributed_dataset(strategy, lambda ctx: build_dataset(
+            config, "train", input_context=ctx, encoder=encoder, coco=coco,
+            start_batch=start_batch))
+
+    def callbacks(step_offset, start_position):
         nan_guard = cb.NanGuard()
         result = [nan_guard, cb.LearningRateLogger()]
         if evaluator is not None:
@@ -250,9 +291,10 @@ def train(config, output_dir=None, devices=None, extra_callbacks=(),
             update_freq=config.train.log_every or "epoch"))
         if chief and evaluator is not None and config.train.tensorboard_images:
             result.append(_image_callback(config, model, evaluator, root))
-        backup_freq = config.train.backup_every or "epoch"
-        result.append(cb.StepBackupAndRestore(
-            backup_dir, save_freq=backup_freq, step_offset=step_offset))
+        # Last: an epoch's backup follows its checkpoints and logs.
+        result.append(cb.TrainingBackup(
+            backup_dir, steps, every=config.train.backup_every,
+            start_step=step_offset, start_position=start_position))
         return nan_guard, result + list(extra_callbacks)
 
     history = {}
@@ -263,16 +305,13 @@ def train(config, output_dir=None, devices=None, extra_callbacks=(),
         start_epoch += 1
     if start_epoch < epochs:
         phases.append((start_epoch, epochs, steps, 0))
-    if not phases and state is not None:
-        # Finished before: nothing to fit, but the weights are the backup's.
-        model.load_weights(os.path.join(backup_dir, "latest.weights.h5"))
-    guards = []
     for first, last, phase_steps, offset in phases:
-        guard, phase_callbacks = callbacks(offset)
-        guards.append(guard)
-        result = model.fit(dataset, initial_epoch=first, epochs=last,
-                           steps_per_epoch=phase_steps,
-                           callbacks=phase_callbacks, verbose=verbose)
+        guard, phase_callbacks = callbacks(offset, position)
+        with data_errors():
+            result = model.fit(stream(position), initial_epoch=first,
+                               epochs=last, steps_per_epoch=phase_steps,
+                               callbacks=phase_callbacks, verbose=verbose)
+        position += (last - first) * phase_steps
         for key, values in result.history.items():
             history.setdefault(key, []).extend(values)
         if guard.stopped_at is not None:

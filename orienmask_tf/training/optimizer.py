@@ -8,6 +8,15 @@ however many replicas there are) and to every trainable weight, as the
 official ``base_sgd`` does (``model.parameters()``, BN and biases included).
 Gradient clipping (``clipnorm`` / ``global_clipnorm``) happens before the
 decay term is added.
+
+The momentum is PyTorch's too: ``buf = momentum * buf + g``, ``w -= lr *
+buf``. Keras' SGD folds the rate into the buffer instead (``m = momentum *
+m - lr * g``, ``w += m``); the two agree while the rate is constant but not
+during a warm-up or after a step of the schedule, where PyTorch applies the
+new rate to the whole buffer. Measured against the official OrienMask
+trainer in float64 (``tests/training/test_official_trajectory.py``): with
+Keras' rule the loss of the third step of a warm-up differed by 37 %, with
+this one by < 1e-6.
 """
 
 import keras
@@ -28,11 +37,21 @@ class CoupledSGD(keras.optimizers.SGD):
         self.l2 = float(l2)
 
     def update_step(self, gradient, variable, learning_rate):
+        ops = keras.ops
+        learning_rate = ops.cast(learning_rate, variable.dtype)
+        gradient = ops.cast(gradient, variable.dtype)
         if self.l2:
-            gradient = gradient + keras.ops.cast(
-                self.l2, gradient.dtype) * keras.ops.cast(variable,
-                                                          gradient.dtype)
-        return super().update_step(gradient, variable, learning_rate)
+            gradient = gradient + ops.cast(self.l2, variable.dtype) * variable
+        if self.momentum == 0:
+            self.assign_sub(variable, learning_rate * gradient)
+            return
+        momentum = ops.cast(self.momentum, variable.dtype)
+        buf = self.momentums[self._get_variable_index(variable)]
+        # torch.optim.SGD (dampening 0): the buffer starts at 0, so the
+        # first step gives buf = g as PyTorch's initialisation does.
+        self.assign(buf, momentum * buf + gradient)
+        step = gradient + momentum * buf if self.nesterov else buf
+        self.assign_sub(variable, learning_rate * step)
 
     def get_config(self):
         config = super().get_config()

@@ -24,6 +24,13 @@ continues from its ``backup/`` at the epoch and step it stopped (a
 finished run only writes its model again), or starts in that folder when
 there is no backup yet.
 
+One run per folder: the chief holds ``run.lock`` in it (an exclusive
+``flock`` on a file naming its pid, host and start time) from the choice
+of the folder to the end of training. A second ``train`` on the folder
+while the first runs fails with ``RunLockError`` naming the owner; the
+lock file of a run killed without releasing it is taken over with a
+warning (the kernel released its ``flock`` when it died).
+
 Multi-worker training: only the chief looks at and creates folders. The
 number it chose (0 for an explicit folder, -1 for a refusal) is summed
 over the replicas of every worker (one collective, ``agree``), so all
@@ -33,14 +40,23 @@ created ``runs/<name>2`` before another worker would have listed
 leaving them waiting for it.
 """
 
+import fcntl
+import json
+import logging
 import os
 import re
+import socket
+import time
 
 import yaml
 
 from orienmask_tf.config import ConfigError
 from orienmask_tf.config import config_to_dict
 from orienmask_tf.config import load_config
+
+logger = logging.getLogger(__name__)
+
+LOCK_NAME = "run.lock"
 
 # Keys a resumed run may change with --force: how long it runs, how often
 # it evaluates, saves and logs, how it is distributed, and where the same
@@ -70,6 +86,97 @@ SAFE_TO_CHANGE = (
 
 class RunFolderError(ValueError):
     """The run folder cannot be used as asked; the message says why."""
+
+
+class RunLockError(RunFolderError):
+    """Another training run holds the run folder."""
+
+
+class RunLock:
+    """The lock of one run folder (``run.lock``): ``acquire(folder)`` takes
+    it or raises ``RunLockError`` naming the owner's pid and host;
+    ``release()`` deletes the file and lets it go. A lock file left by a
+    dead run (its ``flock`` is gone with the process) is taken over with
+    a warning. Also a context manager (releases on exit)."""
+
+    def __init__(self):
+        self.path = None
+        self._fd = None
+
+    def acquire(self, folder):
+        if self._fd is not None:
+            raise RuntimeError(f"RunLock already holds {self.path}")
+        os.makedirs(folder, exist_ok=True)
+        path = os.path.join(folder, LOCK_NAME)
+        while True:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                owner = _read_owner(fd)
+                os.close(fd)
+                raise RunLockError(
+                    f"{folder}: another training run is using this folder "
+                    f"(pid {owner.get('pid', '?')} on "
+                    f"{owner.get('host', '?')}, started "
+                    f"{owner.get('started', '?')}; {path}): wait for it to "
+                    "end, or train into another folder (--output DIR, or "
+                    "no --resume / --exist-ok for a new runs/<name>N)"
+                ) from None
+            except OSError:
+                os.close(fd)
+                raise
+            # The file may have been deleted by its releasing owner between
+            # our open and flock: then lock the new one.
+            try:
+                same = os.stat(path).st_ino == os.fstat(fd).st_ino
+            except FileNotFoundError:
+                same = False
+            if same:
+                break
+            os.close(fd)
+        previous = _read_owner(fd)
+        if previous:
+            logger.warning(
+                "%s: taking over the lock of pid %s on %s (started %s), "
+                "which is no longer running", path, previous.get("pid", "?"),
+                previous.get("host", "?"), previous.get("started", "?"))
+        owner = {"pid": os.getpid(), "host": socket.gethostname(),
+                 "started": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, json.dumps(owner).encode("utf-8"), 0)
+        os.fsync(fd)
+        self.path, self._fd = path, fd
+        return self
+
+    def release(self):
+        if self._fd is None:
+            return
+        try:
+            os.remove(self.path)
+        except OSError:
+            pass
+        os.close(self._fd)
+        self._fd = None
+
+    @property
+    def held(self):
+        return self._fd is not None
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.release()
+
+
+def _read_owner(fd):
+    try:
+        data = os.pread(fd, 4096, 0)
+        owner = json.loads(data.decode("utf-8")) if data else {}
+    except (OSError, ValueError):
+        return {"pid": "?"}
+    return owner if isinstance(owner, dict) else {"pid": "?"}
 
 
 def default_base(config):
@@ -252,7 +359,7 @@ def agree(strategy, value, chief):
 
 
 def prepare_run(config, output_dir=None, resume=None, exist_ok=False,
-                force=False, strategy=None, chief=True):
+                force=False, strategy=None, chief=True, lock=None):
     """Choose (and on the chief create) the run folder; returns it.
 
     Args:
@@ -265,20 +372,27 @@ def prepare_run(config, output_dir=None, resume=None, exist_ok=False,
         force: continue although ``SAFE_TO_CHANGE`` keys differ.
         strategy, chief: under ``MultiWorkerMirroredStrategy`` the chief
             decides and the other workers take its folder (``agree``).
+        lock: a ``RunLock``: the chief acquires it on the folder before
+            looking at the run in it (the caller releases it).
 
     Raises:
-        RunFolderError: see ``choose`` and ``check_continuation``.
+        RunFolderError: see ``choose`` and ``check_continuation``;
+            ``RunLockError`` when another run holds the folder.
     """
     error, index, folder = None, -1, None
     if chief:
         try:
             index, folder, continuing = choose(config, output_dir, resume,
                                                exist_ok)
+            if lock is not None:
+                lock.acquire(folder)
             if continuing:
                 check_continuation(folder, config, force)
             os.makedirs(folder, exist_ok=True)
         except (RunFolderError, OSError) as caught:
             error, index = caught, -1
+            if lock is not None:
+                lock.release()
     index = agree(strategy, index, chief) if strategy is not None else index
     if error is not None:
         raise error

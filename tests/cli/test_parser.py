@@ -45,7 +45,7 @@ def test_help_imports_no_tensorflow():
                             text=True, timeout=120)
     assert result.returncode == 0, result.stderr
     assert result.stdout.split(None, 1)[1].strip() == "[]", result.stdout
-    assert int(result.stdout.split()[0]) == 11  # 9 commands, val, tool
+    assert int(result.stdout.split()[0]) == 12  # 10 commands, val, tool
     assert result.stderr == ""
 
 

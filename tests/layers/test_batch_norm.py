@@ -11,6 +11,7 @@ import tensorflow as tf
 from orienmask_tf.config import ConfigError
 from orienmask_tf.config import load_config
 from orienmask_tf.layers.batch_norm import SplitInvariantBatchNorm
+from orienmask_tf.layers.batch_norm import TorchBatchNorm
 from orienmask_tf.layers.batch_norm import batch_normalization
 from orienmask_tf.layers.batch_norm import check_bn_mode
 from tests.testing import CONFIGS_DIR
@@ -18,14 +19,13 @@ from tests.testing import CONFIGS_DIR
 SHAPE = (4, 6, 5, 3)
 
 
-def _pair(dtype="float32"):
-    """A SplitInvariantBatchNorm and a BatchNormalization with the same
+def _pair(dtype="float32", reference=TorchBatchNorm):
+    """A SplitInvariantBatchNorm and a ``reference`` BatchNorm with the same
     (random) gamma / beta / moving statistics."""
     rng = np.random.default_rng(1)
     layers = [SplitInvariantBatchNorm(momentum=0.9, epsilon=1e-5,
                                       dtype=dtype),
-              keras.layers.BatchNormalization(momentum=0.9, epsilon=1e-5,
-                                              dtype=dtype)]
+              reference(momentum=0.9, epsilon=1e-5, dtype=dtype)]
     weights = [rng.uniform(0.5, 1.5, 3), rng.normal(size=3),
                rng.normal(size=3), rng.uniform(0.5, 2, 3)]
     for layer in layers:
@@ -49,7 +49,7 @@ def _grads(layer, x, upstream):
 
 
 def test_weights_are_batch_normalization_weights():
-    ours, keras_bn = _pair()
+    ours, keras_bn = _pair(reference=keras.layers.BatchNormalization)
     assert isinstance(ours, keras.layers.BatchNormalization)
     assert ([(w.name, w.shape, w.trainable) for w in ours.weights]
             == [(w.name, w.shape, w.trainable) for w in keras_bn.weights])
@@ -80,12 +80,35 @@ def test_statistics_are_two_pass():
     x64 = x.astype(np.float64)
     np.testing.assert_allclose(layer.moving_mean.numpy(),
                                x64.mean(axis=(0, 1, 2)), rtol=1e-7)
+    # nn.BatchNorm2d's running_var: the unbiased variance
     np.testing.assert_allclose(layer.moving_variance.numpy(),
-                               x64.var(axis=(0, 1, 2)), rtol=1e-5)
+                               x64.var(axis=(0, 1, 2), ddof=1), rtol=1e-5)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_torch_batch_norm_is_keras_batch_norm_with_torch_running_var(dtype):
+    """``TorchBatchNorm``: output and gradients of ``BatchNormalization``;
+    moving mean as Keras, moving variance ``m * v + (1 - m) * var * n / (n
+    - 1)`` as ``nn.BatchNorm2d``'s ``running_var``."""
+    keras_bn = _pair(dtype, keras.layers.BatchNormalization)[1]
+    torch_bn = _pair(dtype)[1]
+    x = _inputs(dtype)
+    upstream = np.random.default_rng(3).normal(size=SHAPE).astype(dtype)
+    before = torch_bn.get_weights()
+    for a, b in zip(_grads(torch_bn, x, upstream),
+                    _grads(keras_bn, x, upstream)):
+        np.testing.assert_array_equal(a, b)
+    gamma, beta, mean, var = torch_bn.get_weights()
+    np.testing.assert_array_equal([gamma, beta, mean],
+                                  keras_bn.get_weights()[:3])
+    x64 = x.astype(np.float64)
+    expected = 0.9 * before[3] + 0.1 * x64.var(axis=(0, 1, 2), ddof=1)
+    np.testing.assert_allclose(var, expected,
+                               rtol=1e-12 if dtype == "float64" else 1e-6)
 
 
 def test_inference_and_frozen_use_moving_statistics():
-    ours, keras_bn = _pair()
+    ours, keras_bn = _pair(reference=keras.layers.BatchNormalization)
     x = _inputs()
     np.testing.assert_array_equal(ours(x, training=False),
                                   keras_bn(x, training=False))
@@ -135,10 +158,10 @@ def test_serialization_round_trip(tmp_path):
 
 
 def test_modes():
-    assert type(batch_normalization("a", False)) is (
-        keras.layers.BatchNormalization)
+    plain = batch_normalization("a", False)
+    assert type(plain) is TorchBatchNorm and not plain.synchronized
     sync = batch_normalization("b", True)
-    assert type(sync) is keras.layers.BatchNormalization and sync.synchronized
+    assert type(sync) is TorchBatchNorm and sync.synchronized
     assert type(batch_normalization("c", "split_invariant")) is (
         SplitInvariantBatchNorm)
     with pytest.raises(ValueError, match="split_invariant"):

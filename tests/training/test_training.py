@@ -60,9 +60,10 @@ def test_killed_run_resumes_at_epoch_and_step(tmp_path):
     assert code != 0 and "TRAINED" not in log  # SIGKILLed mid-epoch 2
     kill = json.loads((tmp_path / "kill.json").read_text())
     assert kill["killed_at"] == 6
-    state = json.loads(
-        (tmp_path / "run" / "backup" / "training_state.json").read_text())
-    assert state == {"epoch": 1, "step": 2, "global_step": 6}
+    from orienmask_tf.training.callbacks import read_backup_state
+
+    state = read_backup_state(str(tmp_path / "run" / "backup"))
+    assert state == {"epoch": 1, "step": 2, "global_step": 6, "position": 6}
 
     resumed = dict(common, record=str(tmp_path / "resume.json"))
     code, log = finish(run_script("run_train.py", resumed))

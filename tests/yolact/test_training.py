@@ -72,8 +72,11 @@ def test_cli_train_lowers_the_loss_and_logs_every_term(trained):
     network = keras.models.load_model(run / "model.keras")
     assert isinstance(network, Yolact) and network.num_classes == 5
     assert (run / "checkpoints" / "epoch_005.keras").exists()
-    state = json.loads((run / "backup" / "training_state.json").read_text())
-    assert state == {"epoch": 5, "step": 0, "global_step": 40}
+    from orienmask_tf.training.callbacks import read_backup_state
+
+    state = read_backup_state(str(run / "backup"))
+    assert state == {"epoch": 5, "step": 0, "global_step": 40,
+                     "position": 40}
     written = yaml.safe_load((run / "config.yaml").read_text())
     assert written["model"]["architecture"] == "yolact"
     assert written["targets"]["assigner"] == "atss_maiou"

@@ -23,8 +23,6 @@ class OrienMaskFamily(registry.Family):
     name = "orienmask"
     display_name = "OrienMask"
     summary = "OrienMask: Darknet-53 + YOLOv3 FPN + orientation maps (ICCV 2021)"
-    absent_keys = {"targets": "OrienMask's target settings are "
-                              "loss.center_region and loss.valid_region"}
     default = True
     tiny_preset = "tiny"
 
@@ -35,7 +33,8 @@ class OrienMaskFamily(registry.Family):
 
         return dict(name="orienmask_yolo_fpnplus_coco_544_anchor4",
                     reproduces="", image_size=(544, 544), anchors="yolov4",
-                    model=sections.ModelConfig(), targets=None,
+                    model=sections.ModelConfig(),
+                    targets=sections.TargetsConfig(),
                     loss=sections.LossConfig(),
                     decode=sections.DecodeConfig(), train=TrainConfig(),
                     data=DataConfig(recipe=self.name))
@@ -69,11 +68,14 @@ class OrienMaskFamily(registry.Family):
         from orienmask_tf.families.orienmask.encoder import \
             OrienMaskTargetEncoder
 
+        targets = config.targets
         return OrienMaskTargetEncoder(
             image_size=config.image_size, anchors=self.anchor_array(config),
             num_classes=config.model.num_classes,
             center_region=config.loss.center_region,
-            valid_region=config.loss.valid_region, orien_dtype=orien_dtype)
+            valid_region=config.loss.valid_region, orien_dtype=orien_dtype,
+            assigner=targets.assigner, topk=targets.topk,
+            yolo_fallback=targets.yolo_fallback)
 
     def make_transform(self, config, training):
         from orienmask_tf.families.orienmask import augment
@@ -139,8 +141,39 @@ class OrienMaskFamily(registry.Family):
                       f"synchronized_bn={m.synchronized_bn}"),
             "input": "in [0, 1]",
             "anchor_line": (f"{text} (px, stride 8 / 16 / 32 groups of "
-                            f"{m.num_anchors})"),
+                            f"{m.num_anchors}); targets.assigner="
+                            f"{config.targets.assigner}"),
         }
+
+    def anchor_layout(self, config):
+        """``anchors``: ``3 x model.num_anchors`` free ``[w, h]`` pairs in
+        input pixels, in config order = stride 8, 16, 32 (``anchors.
+        ANCHOR_MASK``), so fitted anchors sorted by area put the smallest on
+        the finest grid. Recall threshold 0.5: the YOLO assignment gives
+        every box its best anchor, and a box decoded from that bare prior
+        overlaps the object by at least this much in shape (the AP50 IoU).
+        """
+        from orienmask_tf.families.orienmask.anchors import STRIDES
+
+        anchors = self.anchor_array(config)
+        return registry.AnchorLayout(
+            kind="wh", strides=tuple(sorted(STRIDES)),
+            anchors=tuple(map(tuple, anchors.tolist())),
+            per_scale=config.model.num_anchors, threshold=0.5,
+            threshold_source="the AP50 overlap of a box decoded from its "
+                             "bare best anchor",
+            resize="warp",
+            note=(f"{len(anchors)} [w, h] anchors, {config.model.num_anchors}"
+                  " per stride 8 / 16 / 32; the YOLO assignment trains each"
+                  " box on its best one"))
+
+    def with_anchors(self, data, anchors):
+        """``data`` (a config's YAML dict) with ``anchors`` set to the
+        fitted ``[w, h]`` pairs (``(..., 2)``, stride 8 first)."""
+        import numpy as np
+
+        pairs = np.asarray(anchors, np.float64).reshape(-1, 2).tolist()
+        return dict(data, anchors=pairs)
 
 
 FAMILY = registry.register(OrienMaskFamily())

@@ -5,13 +5,16 @@ Defaults are the paper's final COCO model,
 ``orienmask_yolo_coco_544_anchor4_fpn_plus`` (Table 5). Values in ``model``
 become the ``OrienMask`` constructor kwargs; ``anchors`` is a preset name
 (``"yolov3"``, ``"yolov4"``) or nine ``[width, height]`` pairs in pixels of
-the network input.
+the network input. ``targets.assigner`` picks the anchor assignment:
+``yolo`` (the paper's, default) or ATSS with IoU / mask-aware IoU on the
+same anchors (``families/orienmask/atss_targets.py``; new, no paper number).
 """
 
 import dataclasses
 import typing
 
 from orienmask_tf.config import ConfigError
+from orienmask_tf.config import check_choice
 from orienmask_tf.config import check_synchronized_bn
 
 
@@ -26,6 +29,30 @@ class ModelConfig:
     width: int = 32
     stackwise_num_blocks: typing.Tuple[int, ...] = (1, 2, 8, 8, 4)
     synchronized_bn: typing.Union[bool, str] = False
+
+
+# targets.assigner -> ATSS overlap (None: the official YOLO assignment).
+ORIENMASK_ASSIGNERS = {"yolo": None, "atss_iou": "iou", "atss_maiou": "maiou"}
+
+
+@dataclasses.dataclass(frozen=True)
+class TargetsConfig:
+    """Anchor assignment of the OrienMask targets.
+
+    ``assigner``: ``yolo`` (official: each instance to the best of the 9
+    anchors by width/height IoU at the cell of its centre, paper Sec. 3.1),
+    ``atss_iou`` or ``atss_maiou`` (ATSS, Zhang et al. 2020, with IoU or the
+    maIoU paper's mask-aware IoU, over the 9 anchors placed at every cell of
+    the three scales; ``families/orienmask/atss_targets.py`` says how their
+    positives drive the box, objectness and orientation targets). ``topk``:
+    ATSS candidates per scale (9: 3 cells x 3 anchors). ``yolo_fallback``
+    (ATSS only): an instance ATSS leaves without a positive gets its YOLO
+    anchor, if no other instance holds it.
+    """
+
+    assigner: str = "yolo"
+    topk: int = 9
+    yolo_fallback: bool = True
 
 
 @dataclasses.dataclass(frozen=True)
@@ -90,6 +117,11 @@ def validate(config):
         if getattr(config.model, key) < 1:
             raise ConfigError(f"model.{key}: must be >= 1")
     check_synchronized_bn(config.model.synchronized_bn)
+    check_choice(config.targets.assigner, ORIENMASK_ASSIGNERS,
+                 "targets.assigner")
+    if config.targets.topk < 1:
+        raise ConfigError(f"targets.topk: must be >= 1, got "
+                          f"{config.targets.topk}")
     if config.decode.nms not in ("greedy", "fast"):
         raise ConfigError(
             f"decode.nms: expected 'greedy' or 'fast', got {config.decode.nms!r}")

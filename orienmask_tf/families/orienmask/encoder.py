@@ -14,12 +14,19 @@ example, vectorised over instances (no Python loop, static output shapes):
 The objectness ignore mask (IoU of decoded predictions with the ground truth
 > threshold) depends on the predictions and is computed in the loss; the
 encoder passes the ground-truth boxes through as ``gt_boxes`` for it.
+
+``assigner="atss_iou"`` / ``"atss_maiou"`` replaces the YOLOv3 assignment by
+ATSS with IoU / mask-aware IoU on the same anchors at every cell (new, in
+neither paper; same outputs, design in
+:mod:`orienmask_tf.families.orienmask.atss_targets`). ``"yolo"`` (default)
+is the official code path above, unchanged.
 """
 
 import numpy as np
 import tensorflow as tf
 
 from orienmask_tf.families.orienmask import anchors as anchor_ops
+from orienmask_tf.families.orienmask import atss_targets
 from orienmask_tf.ops import box_ops
 from orienmask_tf.families.orienmask import orientation
 
@@ -27,6 +34,7 @@ ORIEN_POSITIVE = orientation.ORIEN_POSITIVE
 ORIEN_NEGATIVE = orientation.ORIEN_NEGATIVE
 ORIEN_IGNORE = orientation.ORIEN_IGNORE
 BASE_POSITIONS = orientation.BASE_POSITIONS
+ASSIGNERS = ("yolo",) + tuple(atss_targets.ATSS_OVERLAPS)
 
 
 def scale_names(strides=anchor_ops.STRIDES):
@@ -52,6 +60,12 @@ class OrienMaskTargetEncoder:
             paper Table 4 row 1). The ROI stays centred on the box.
         orien_dtype: dtype of the stored orientation vectors; ``"float16"``
             halves the memory of an example (13 MB instead of 24 MB at 544).
+        assigner: ``"yolo"`` (official), ``"atss_iou"`` or ``"atss_maiou"``
+            (``atss_targets``: every positive regresses its own box, the
+            instance is drawn on the map of each anchor with a positive).
+        topk: ATSS candidates per scale.
+        yolo_fallback: ATSS only: an instance without positive takes its
+            YOLO anchor (if free).
 
     Call with ``{"boxes": (N, 4) normalized cx, cy, w, h, "classes": (N,)
     int (-1 = pad), "masks": (N, H, W) bool/uint8, "num_instances": ()}``.
@@ -78,12 +92,21 @@ class OrienMaskTargetEncoder:
                  anchor_mask=anchor_ops.ANCHOR_MASK,
                  strides=anchor_ops.STRIDES, center_region=0.6,
                  valid_region=0.6, base_position="box_center",
-                 orien_dtype="float32"):
+                 orien_dtype="float32", assigner="yolo", topk=9,
+                 yolo_fallback=True):
         if not 0 < float(valid_region):
             raise ValueError(f"valid_region must be > 0, got {valid_region}")
         if base_position not in BASE_POSITIONS:
             raise ValueError(f"base_position must be one of {BASE_POSITIONS}, "
                              f"got {base_position!r}")
+        if assigner not in ASSIGNERS:
+            raise ValueError(f"assigner must be one of {ASSIGNERS}, got "
+                             f"{assigner!r}")
+        if assigner != "yolo" and base_position != "box_center":
+            raise ValueError(
+                f"base_position {base_position!r} needs the single cell of "
+                f"the yolo assigner; {assigner!r} gives an instance several "
+                "cells (use 'box_center')")
         self.image_size = tuple(int(v) for v in image_size)
         self.anchors = np.asarray(anchors, np.float32).reshape(-1, 2)
         self.num_classes = int(num_classes)
@@ -96,6 +119,12 @@ class OrienMaskTargetEncoder:
         self.grid_sizes = anchor_ops.grid_sizes(self.image_size, self.strides)
         self.num_anchors = len(self.anchor_mask[0])
         self.names = scale_names(self.strides)
+        self.assigner = assigner
+        self.atss = None
+        if assigner != "yolo":
+            self.atss = atss_targets.AtssTargets(
+                self, atss_targets.ATSS_OVERLAPS[assigner], topk=topk,
+                yolo_fallback=yolo_fallback)
 
     def scale_constants(self, s):
         """Float32 ``(gw, gh)``, pixels per cell ``(sw, sh)`` and all anchors
@@ -147,7 +176,9 @@ class OrienMaskTargetEncoder:
             tf.fill([n_a + 1, gh, gw], -1), index, classes)[:n_a]
         return box, cls, col, row
 
-    def __call__(self, gt):
+    def _instances(self, gt):
+        """The first ``num_instances`` rows: boxes (invalid ones zeroed),
+        classes, bool masks, validity; and the padded boxes."""
         boxes_all = tf.convert_to_tensor(gt["boxes"], tf.float32)
         max_n = tf.shape(boxes_all)[0]
         n = tf.minimum(tf.cast(gt["num_instances"], tf.int32), max_n)
@@ -158,6 +189,32 @@ class OrienMaskTargetEncoder:
         valid = ((boxes[:, 2] > 0) & (boxes[:, 3] > 0) & (classes >= 0)
                  & (classes < self.num_classes))
         boxes = tf.where(valid[:, None], boxes, 0.0)
+        return boxes, classes, masks, valid, boxes_all
+
+    def _gt_boxes(self, boxes, boxes_all):
+        pad = tf.shape(boxes_all)[0] - tf.shape(boxes)[0]
+        gt_boxes = tf.pad(boxes, [[0, pad], [0, 0]])
+        return tf.ensure_shape(gt_boxes, boxes_all.shape)
+
+    def encode_with_stats(self, gt):
+        """ATSS assigners only: ``(targets, stats)``, ``stats`` the int32
+        counts ``atss_targets.STAT_NAMES`` of the example (instances,
+        positives, fallbacks, instances without positive, positives whose
+        centre offset was clamped, (instance, map) drawings)."""
+        if self.atss is None:
+            raise ValueError("encode_with_stats: needs an ATSS assigner, "
+                             f"this encoder uses {self.assigner!r}")
+        boxes, classes, masks, valid, boxes_all = self._instances(gt)
+        out, stats = self.atss.encode(boxes, classes, masks, valid)
+        out["gt_boxes"] = self._gt_boxes(boxes, boxes_all)
+        return out, stats
+
+    def __call__(self, gt):
+        if self.atss is not None:
+            return self.encode_with_stats(gt)[0]
+        boxes, classes, masks, valid, boxes_all = self._instances(gt)
+        max_n = tf.shape(boxes_all)[0]
+        n = tf.shape(boxes)[0]
 
         out = {}
         assignments = self.assign(boxes, valid)

@@ -47,6 +47,13 @@ def _bce_logits(logits, target):
     return target * neg_log_p + (1.0 - target) * neg_log_1mp
 
 
+def loss_dtype(prediction):
+    """The dtype the loss computes in: float64 for float64 predictions (a
+    float64 run stays float64 end to end), float32 otherwise (float32,
+    and float16 / bfloat16 outputs of mixed precision)."""
+    return tf.float64 if prediction.dtype == tf.float64 else tf.float32
+
+
 def split_box_prediction(box_pred, num_anchors):
     """``(B, gh, gw, nA*(5+C))`` -> ``(B, nA, gh, gw, 5+C)`` (target layout)."""
     shape = tf.shape(box_pred)
@@ -74,9 +81,10 @@ def grid_boxes(xy, twh, grid_anchors, grid_size):
     cell + offset, size = ``exp(twh) * anchor`` (``grid_anchors (nA, 2)``,
     ``grid_size = (gh, gw)``)."""
     cols, rows = anchor_ops.cell_offsets(grid_size)
-    cx = xy[..., 0] + cols
-    cy = xy[..., 1] + rows
-    wh = tf.exp(twh) * tf.constant(grid_anchors)[None, :, None, None]
+    cx = xy[..., 0] + tf.constant(cols, xy.dtype)
+    cy = xy[..., 1] + tf.constant(rows, xy.dtype)
+    wh = tf.exp(twh) * tf.constant(grid_anchors, twh.dtype)[None, :, None,
+                                                            None]
     return tf.concat([tf.stack([cx, cy], -1), wh], -1)
 
 
@@ -168,36 +176,38 @@ class OrienMaskLoss(keras.losses.Loss):
         grid_anchors = self.grid_anchors(s)
         pred = decode_grid_boxes(box_pred, grid_anchors)
         batch = tf.shape(pred)[0]
-        gt = tf.cast(y_true["gt_boxes"], tf.float32) * tf.constant(
-            [gw, gh, gw, gh], tf.float32)
+        dt = box_pred.dtype
+        gt = tf.cast(y_true["gt_boxes"], dt) * tf.constant(
+            [gw, gh, gw, gh], dt)
         iou = box_ops.pairwise_iou(tf.reshape(pred, [batch, -1, 4]), gt,
                                    box_format="cxcywh")
         ignore = tf.reduce_any(iou > self.obj_ignore_threshold, axis=-1)
         ignore = tf.reshape(ignore, tf.shape(pred)[:4])
-        pos = tf.cast(y_true[f"cls_targets_{name}"], tf.float32) >= 0
-        neg = tf.cast(tf.logical_not(ignore | pos), tf.float32)
+        pos = y_true[f"cls_targets_{name}"] >= 0
+        neg = tf.cast(tf.logical_not(ignore | pos), dt)
         # IoU(prediction, its ground truth) at positives (metrics only).
-        box_t = tf.cast(y_true[f"box_targets_{name}"], tf.float32)
+        box_t = tf.cast(y_true[f"box_targets_{name}"], dt)
         gt_box = grid_boxes(box_t[..., 0:2], box_t[..., 2:4], grid_anchors,
                             (gh, gw))
         iou_pos = box_ops.pairwise_iou(
             pred[..., None, :], gt_box[..., None, :],
             box_format="cxcywh")[..., 0, 0]
-        tiou = tf.where(pos, iou_pos, 0.0)
+        tiou = tf.where(pos, iou_pos, tf.zeros_like(iou_pos))
         return neg, tiou
 
     def scale_items(self, y_true, y_pred, s, names=LOSS_ITEM_NAMES):
         """Unweighted loss items of scale ``s`` as a dict (``names`` only)."""
         name = self.names[s]
         out = {}
+        dt = loss_dtype(y_pred[f"box_{name}"])
         cls_t = tf.cast(y_true[f"cls_targets_{name}"], tf.int32)
-        pos = tf.cast(cls_t >= 0, tf.float32)
+        pos = tf.cast(cls_t >= 0, dt)
         num_pos = tf.reduce_sum(pos)
         if set(names) & set(DETECTION_ITEMS):
             box_pred = split_box_prediction(
-                tf.cast(y_pred[f"box_{name}"], tf.float32), self.num_anchors)
-            batch = tf.cast(tf.shape(box_pred)[0], tf.float32)
-            box_t = tf.cast(y_true[f"box_targets_{name}"], tf.float32)
+                tf.cast(y_pred[f"box_{name}"], dt), self.num_anchors)
+            batch = tf.cast(tf.shape(box_pred)[0], dt)
+            box_t = tf.cast(y_true[f"box_targets_{name}"], dt)
             scale = box_t[..., 4:5]
             bce_xy = _bce_logits(box_pred[..., 0:2], box_t[..., 0:2])
             out["loss_xy"] = tf.reduce_sum(bce_xy * scale) / batch
@@ -211,25 +221,27 @@ class OrienMaskLoss(keras.losses.Loss):
             out["loss_obj_neg"] = tf.reduce_sum(obj * neg) / batch
             smooth = (1.0 / max(self.num_classes, 40)
                       if self.label_smooth else 0.0)
-            onehot = tf.one_hot(tf.maximum(cls_t, 0), self.num_classes)
+            onehot = tf.one_hot(tf.maximum(cls_t, 0), self.num_classes,
+                                dtype=dt)
             tcls = onehot * (1.0 - smooth) + (1.0 - onehot) * smooth
             out["loss_cls"] = tf.reduce_sum(
                 _bce_logits(box_pred[..., 5:], tcls) * pos[..., None]) / batch
         if set(names) & set(ORIENTATION_ITEMS):
             orien = upsample_orientation(
-                tf.cast(y_pred[f"orien_{name}"], tf.float32), self.image_size,
+                tf.cast(y_pred[f"orien_{name}"], dt), self.image_size,
                 self.num_anchors)
-            batch = tf.cast(tf.shape(orien)[0], tf.float32)
+            batch = tf.cast(tf.shape(orien)[0], dt)
             labels = tf.cast(y_true[f"orien_labels_{name}"], tf.int32)
-            torien = tf.cast(y_true[f"orien_targets_{name}"], tf.float32)
+            torien = tf.cast(y_true[f"orien_targets_{name}"], dt)
             per_pixel = tf.reduce_sum(smooth_l1(orien - torien), 2)
             for item, value in (("loss_orien_pos", 1), ("loss_orien_neg", -1)):
-                mask = tf.cast(tf.equal(labels, value), tf.float32)
+                mask = tf.cast(tf.equal(labels, value), dt)
                 count = tf.reduce_sum(mask)
                 total = tf.reduce_sum(per_pixel * mask)
                 out[item] = tf.where(
                     count > 0,
-                    total / tf.maximum(count, 1.0) * num_pos / batch, 0.0)
+                    total / tf.maximum(count, 1.0) * num_pos / batch,
+                    tf.zeros_like(total))
         return {k: out[k] for k in names}
 
     def loss_items(self, y_true, y_pred):

@@ -212,5 +212,41 @@ class YolactFamily(registry.Family):
                             f"{config.decode.style})"),
         }
 
+    def anchor_layout(self, config):
+        """Levels P3..P7 (strides 8..128), each with the anchors of one
+        location: ATSS ``targets.scales_per_octave`` square anchors of side
+        ``4 * 2**(i / n) * stride``; fixed IoU and the dbolya priors 3
+        aspect ratios. They follow the stride, so they are measured, not
+        fitted. Recall threshold: ``targets.pos_iou_thr`` (MaxIoU's
+        positive IoU; ATSS picks a threshold per box, mean + std of its
+        candidates' IoU, so there it is a reference)."""
+        from orienmask_tf.families.yolact.anchors import YOLACT_STRIDES
+        from orienmask_tf.families.yolact.config import anchors_per_location
+        from orienmask_tf.families.yolact.config import config_anchors
+
+        boxes, counts = config_anchors(config)
+        per_location = anchors_per_location(config)
+        starts = [sum(counts[:i]) for i in range(len(counts))]
+        shapes = [(float(x2 - x1), float(y2 - y1))
+                  for start in starts
+                  for x1, y1, x2, y2 in boxes[start:start + per_location]]
+        return registry.AnchorLayout(
+            kind="scales_ratios", strides=tuple(YOLACT_STRIDES),
+            anchors=tuple(shapes), per_scale=per_location,
+            threshold=float(config.targets.pos_iou_thr),
+            threshold_source="targets.pos_iou_thr",
+            resize="warp",
+            note=(f"{per_location} anchor(s) per location on P3..P7 from "
+                  "the stride, octave scales and aspect ratios "
+                  f"(targets.assigner {config.targets.assigner}, "
+                  f"decode.style {config.decode.style})"))
+
+    def with_anchors(self, data, anchors):
+        raise ValueError(
+            "YOLACT anchors follow each level's stride, octave scales "
+            "(targets.scales_per_octave) and aspect ratios: fitted [w, h] "
+            "anchors cannot be written into a YOLACT config (without "
+            "--write the report measures the config's anchors)")
+
 
 FAMILY = registry.register(YolactFamily())
