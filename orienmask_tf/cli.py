@@ -491,25 +491,44 @@ def _read_calibration_images(directory, image_size, limit):
 
 def cmd_export(args):
     segmenter = _load_segmenter(args)
-    if args.quantize and args.format != "tflite":
-        raise ValueError("--quantize applies to --format tflite only")
+    # --quantize int8 without --format: the quantized end-to-end route.
+    fmt = args.format or ("tflite_e2e" if args.quantize == "int8"
+                          else "saved_model")
+    if args.batch_size < 1:
+        raise ValueError(f"--batch-size must be >= 1, got {args.batch_size}")
+    if args.quantize and fmt not in ("tflite", "tflite_e2e"):
+        raise ValueError("--quantize applies to --format tflite only (or "
+                         "--quantize int8 alone: the end-to-end int8 model)")
     calibration = None
     if args.quantize == "int8":
+        folder = args.calibration_images
+        if folder is None and fmt == "tflite_e2e":
+            folder = segmenter.config.data.train_images
+            if not folder or not os.path.isdir(folder):
+                raise ValueError(
+                    "--quantize int8: no --calibration-images and the "
+                    f"experiment's data.train_images ({folder!r}) is not a "
+                    "folder; give --calibration-images DIR (training images)")
         calibration = _read_calibration_images(
-            args.calibration_images, segmenter.image_size,
-            args.calibration_count)
-    with spinner(f"export {args.format}", enabled=not args.quiet):
+            folder, segmenter.image_size, args.calibration_count)
+    with spinner(f"export {fmt}", enabled=not args.quiet):
         path = segmenter.export(
-            args.format, output=args.output, quantize=args.quantize,
+            fmt, output=args.output, quantize=args.quantize,
             calibration_images=calibration,
             score_threshold=args.score_threshold, version=args.version,
-            model_name=args.model_name)
-    if args.format == "saved_model":
+            model_name=args.model_name, batch_size=args.batch_size)
+    if fmt == "tflite_e2e":
+        print(f"wrote {path} ({os.path.getsize(path) / 2**20:.1f} MiB; "
+              f"signature 'serve': uint8 images [{args.batch_size}, h, w, "
+              "3] -> boxes, scores, classes, num_detections, masks; int8 "
+              f"network calibrated on {len(calibration)} images)")
+        return 0
+    if fmt == "saved_model":
         name = os.path.basename(os.path.dirname(path))
         print(f"wrote {path} (TF Serving: model_name={name}, version "
               f"{os.path.basename(path)}); inspect with "
               f"`saved_model_cli show --dir {path} --all`")
-    elif args.format == "tflite":
+    elif fmt == "tflite":
         print(f"wrote {path} ({os.path.getsize(path) / 2**20:.1f} MiB)")
     else:
         print(f"wrote {path} (opset 17)")
@@ -846,13 +865,23 @@ def build_parser():
                         help="the .keras model (it carries its experiment)")
     _add_config_args(export, required=False)
     export.add_argument("--format", choices=("saved_model", "tflite", "onnx"),
-                        default="saved_model", help="deployment format")
+                        help="deployment format (default: saved_model; "
+                             "--quantize int8 alone: the end-to-end int8 "
+                             "TFLite model)")
     export.add_argument(
         "--quantize", choices=("fp16", "int8-dynamic", "int8"),
-        help="TFLite quantization (int8 needs --calibration-images; "
-             "default: none, float32)")
+        help="TFLite quantization (default: none, float32). int8 without "
+             "--format: the quantized CPU route, one .tflite from uint8 "
+             "image to detections and masks (int8 network, float "
+             "decoding); with --format tflite: the int8 network alone, "
+             "raw outputs (needs --calibration-images)")
     export.add_argument("--calibration-images", metavar="DIR",
-                        help="images for full int8 calibration")
+                        help="images for full int8 calibration (default for "
+                             "--quantize int8 alone: the experiment's "
+                             "data.train_images)")
+    export.add_argument("--batch-size", type=int, default=1,
+                        help="--quantize int8 alone: the model's static "
+                             "batch")
     export.add_argument("--calibration-count", type=int, default=32,
                         help="at most this many calibration images")
     export.add_argument(
@@ -861,8 +890,9 @@ def build_parser():
                          "the file (default saved_models/<name>.tflite|onnx)")
     export.add_argument(
         "--score-threshold", type=float, default=0.0,
-        help="saved_model: drop detections scoring below this (default 0: "
-             "keep all, for evaluation; ~0.3 for serving people)")
+        help="saved_model and --quantize int8 alone: drop detections "
+             "scoring below this (default 0: keep all, for evaluation; ~0.3 "
+             "for serving people)")
     export.add_argument("--model-name", help="default: the config name")
     export.add_argument("--version", type=int,
                         help="SavedModel version (default: next free)")

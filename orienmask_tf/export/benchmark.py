@@ -11,7 +11,11 @@ timed runs reported:
   reloaded with ``tf.saved_model.load``;
 * TFLite fp32 / fp16 / int8-dynamic with ``ai_edge_litert``; full int8 is
   the calibrated network plus the float decoder (see ``export/tflite.py``);
-* ONNX Runtime (CPU provider) on the tf2onnx graph.
+* ONNX Runtime (CPU provider) on the tf2onnx graph;
+* ``tflite_int8_e2e``: the quantized CPU route (``export/quantize.py``),
+  one TFLite file from uint8 pixels of the original image to detections
+  (float resize, full-integer network, float decoding), at every batch
+  size (one calibration, one spliced model per batch).
 
 The model may be the network of any family (``Segmenter.benchmark`` passes
 its anchors and decoding settings).
@@ -27,6 +31,9 @@ import tensorflow as tf
 
 from orienmask_tf.export.formats import FORMATS
 from orienmask_tf.export.onnx import export_onnx
+from orienmask_tf.export.quantize import convert_int8_end_to_end
+from orienmask_tf.export.quantize import convert_int8_network
+from orienmask_tf.export.quantize import int8_runner
 from orienmask_tf.export.saved_model import export_saved_model
 from orienmask_tf.export.serving import InferenceModel
 from orienmask_tf.export.tflite import convert_tflite
@@ -94,7 +101,7 @@ def benchmark_formats(model, image_size, anchors, decode_kwargs,
                     serve(images=tf.constant(pixels))), prepare)
         single = rng.uniform(0, 1, (1, height, width, 3)).astype(np.float32)
         for name in formats:
-            if not name.startswith("tflite"):
+            if not name.startswith("tflite") or name == "tflite_int8_e2e":
                 continue
             quant = {"tflite_fp32": None, "tflite_fp16": "fp16",
                      "tflite_int8_dynamic": "int8-dynamic",
@@ -111,6 +118,23 @@ def benchmark_formats(model, image_size, anchors, decode_kwargs,
                                 else None, num_threads=os.cpu_count())
             prepare = time.perf_counter() - start
             record(name, 1, lambda: run(single), prepare)
+        if "tflite_int8_e2e" in formats:
+            calibration = [rng.uniform(0, 1, single.shape).astype(np.float32)
+                           for _ in range(calibration_count)]
+            start = time.perf_counter()
+            network = convert_int8_network(model, image_size, anchors,
+                                           decode_kwargs, calibration)
+            network_s = time.perf_counter() - start
+            for batch in batch_sizes:
+                start = time.perf_counter()
+                run = int8_runner(convert_int8_end_to_end(
+                    model, image_size, anchors, decode_kwargs,
+                    batch_size=batch, network=network),
+                    num_threads=os.cpu_count())
+                pixels = rng.randint(0, 256, (batch,) + tuple(original_size)
+                                     + (3,), dtype=np.uint8)
+                prepare = time.perf_counter() - start + network_s
+                record("tflite_int8_e2e", batch, lambda: run(pixels), prepare)
         if "onnx" in formats:
             path = os.path.join(tmp, "model.onnx")
             start = time.perf_counter()

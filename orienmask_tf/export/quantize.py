@@ -2,8 +2,9 @@
 """The quantized CPU route: one TFLite file, uint8 image in, detections out.
 
 ``convert_int8_end_to_end`` writes a single ``.tflite`` whose ``serve``
-signature takes ``images`` uint8 ``[batch, height, width, 3]`` (any size,
-the whole image resized inside, as ``serving_default``) and returns what
+signature takes ``images`` uint8 ``[batch, height, width, 3]`` (the batch
+fixed at conversion, default 1; any height and width, the whole image
+resized inside, as ``serving_default``) and returns what
 ``serving_default`` returns: ``boxes`` (x1, y1, x2, y2 in original pixels),
 ``scores``, ``classes``, ``num_detections`` and ``masks`` (uint8 at the
 network resolution), the detections scoring >= ``score_threshold`` first,
@@ -111,27 +112,17 @@ def convert_int8_network(model, image_size, anchors, decode_kwargs,
                           model=model)
 
 
-def convert_int8_end_to_end(model, image_size, anchors, decode_kwargs,
-                            calibration=None, score_threshold=0.0,
-                            batch_size=1, network=None):
-    """The spliced end-to-end model (bytes); see the module docstring.
+def end_to_end_stages(model, image_size, anchors, decode_kwargs,
+                      network, score_threshold=0.0, batch_size=1):
+    """The three parts of the end-to-end model, each a TFLite flatbuffer
+    with a ``serve`` signature, and their wiring for ``splice_tflite``.
 
-    Args:
-        model, image_size, anchors, decode_kwargs: as ``InferenceModel``.
-        calibration: as ``convert_int8_network`` (unless ``network`` is
-            given).
-        score_threshold: drop detections scoring below this (0 keeps all).
-        batch_size: the model's static batch (the decoding's per-anchor
-            ``map_fn`` needs it to convert); the image height and width
-            stay free.
-        network: a ``convert_int8_network`` flatbuffer to reuse (one
-            calibration for several batch sizes).
+    Returns ``(stages, raw_keys)``: ``stages`` is ``[("pre", bytes,
+    wiring), ("net", network, wiring), ("dec", bytes, wiring)]``; ``pre``
+    maps ``images`` uint8 ``[batch_size, h, w, 3]`` to ``inputs`` float32
+    ``[batch_size, H, W, 3]``; ``dec`` maps ``images`` (for their size)
+    and the raw outputs ``raw_keys`` to the detections.
     """
-    if network is None:
-        if calibration is None:
-            raise ValueError("int8 quantisation needs calibration images")
-        network = convert_int8_network(model, image_size, anchors,
-                                       decode_kwargs, calibration)
     height, width = (int(v) for v in image_size)
     inference = InferenceModel(model, image_size, anchors, decode_kwargs,
                                jit_compile=False,
@@ -164,6 +155,32 @@ def convert_int8_end_to_end(model, image_size, anchors, decode_kwargs,
         ("dec", _to_flatbuffer((decode, decode_signature)),
          dict({INPUT: INPUT}, **{k: f"net/{k}" for k in raw_keys})),
     ]
+    return stages, raw_keys
+
+
+def convert_int8_end_to_end(model, image_size, anchors, decode_kwargs,
+                            calibration=None, score_threshold=0.0,
+                            batch_size=1, network=None):
+    """The spliced end-to-end model (bytes); see the module docstring.
+
+    Args:
+        model, image_size, anchors, decode_kwargs: as ``InferenceModel``.
+        calibration: as ``convert_int8_network`` (unless ``network`` is
+            given).
+        score_threshold: drop detections scoring below this (0 keeps all).
+        batch_size: the model's static batch (the decoding's per-anchor
+            ``map_fn`` needs it to convert); the image height and width
+            stay free.
+        network: a ``convert_int8_network`` flatbuffer to reuse (one
+            calibration for several batch sizes).
+    """
+    if network is None:
+        if calibration is None:
+            raise ValueError("int8 quantisation needs calibration images")
+        network = convert_int8_network(model, image_size, anchors,
+                                       decode_kwargs, calibration)
+    stages, _ = end_to_end_stages(model, image_size, anchors, decode_kwargs,
+                                  network, score_threshold, batch_size)
     return splice_tflite(stages, inputs=[INPUT],
                          outputs={k: f"dec/{k}" for k in DETECTION_KEYS})
 
@@ -318,8 +335,8 @@ def _renumber_op(op, opcode_offset, subgraph_map, tensor_map):
 
 def int8_runner(flatbuffer_or_path, num_threads=None):
     """Load the end-to-end model once; returns ``images -> dict of arrays``
-    (``images``: uint8 ``(B, h, w, 3)``; a new shape re-plans the
-    interpreter)."""
+    (``images``: uint8 ``(B, h, w, 3)``, B the model's batch; a new image
+    size re-plans the interpreter)."""
     from ai_edge_litert.interpreter import Interpreter
 
     if isinstance(flatbuffer_or_path, (bytes, bytearray)):
@@ -329,13 +346,15 @@ def int8_runner(flatbuffer_or_path, num_threads=None):
         interpreter = Interpreter(model_path=os.fspath(flatbuffer_or_path),
                                   num_threads=num_threads)
     runner = interpreter.get_signature_runner(SIGNATURE)
+    batch = int(runner.get_input_details()[INPUT]["shape"][0])
 
     def run(images):
         images = np.asarray(images)
-        if images.dtype != np.uint8 or images.ndim != 4 or \
-                images.shape[-1] != 3:
-            raise ValueError("images must be uint8 (batch, height, width, 3),"
-                             f" got {images.dtype} {images.shape}")
+        if images.dtype != np.uint8 or images.shape[:1] != (batch,) or \
+                images.ndim != 4 or images.shape[-1] != 3:
+            raise ValueError(f"images must be uint8 ({batch}, height, width,"
+                             f" 3) for this model, got {images.dtype} "
+                             f"{images.shape}")
         return {k: np.array(v) for k, v in runner(images=images).items()}
 
     return run

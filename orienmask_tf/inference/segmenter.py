@@ -234,24 +234,42 @@ class Segmenter:
 
     def export(self, format="saved_model", output=None, quantize=None,
                calibration_images=None, score_threshold=0.0, version=None,
-               model_name=None):
+               model_name=None, batch_size=1):
         """Write a deployment artifact; returns its path.
 
         Args:
             format: ``"saved_model"`` (TF Serving layout
                 ``<output>/<model_name>/<version>/``, default output
                 ``saved_models``), ``"tflite"`` or ``"onnx"`` (a file,
-                default ``saved_models/<model_name>[_<quantize>].<ext>``).
+                default ``saved_models/<model_name>[_<quantize>].<ext>``),
+                or ``"tflite_e2e"``: the quantized CPU route
+                (``export/quantize.py``: uint8 image in, detections out,
+                int8 network; ``quantize="int8"``; default
+                ``saved_models/<model_name>_int8_e2e.tflite``).
             quantize: TFLite only: ``"fp16"``, ``"int8-dynamic"`` or
                 ``"int8"`` (needs ``calibration_images``: float32
                 ``(1, H, W, 3)`` arrays in [0, 1]).
-            score_threshold: SavedModel: drop detections below this.
+            score_threshold: SavedModel and ``tflite_e2e``: drop detections
+                below this.
+            batch_size: ``tflite_e2e``: its static batch.
         """
         from orienmask_tf.config import config_to_dict
 
         name = model_name or self.config.name
         anchors, decode = self.family.inference_args(self.config)
         common = (self.network, self.image_size, anchors, decode)
+        if format == "tflite_e2e":
+            from orienmask_tf.export.quantize import convert_int8_end_to_end
+
+            if quantize != "int8" or not calibration_images:
+                raise ValueError("format 'tflite_e2e' is int8 only and needs "
+                                 "calibration images")
+            output = output or os.path.join("saved_models",
+                                            f"{name}_int8_e2e.tflite")
+            _write_bytes(output, convert_int8_end_to_end(
+                *common, calibration=calibration_images,
+                score_threshold=score_threshold, batch_size=batch_size))
+            return output
         if quantize and format != "tflite":
             raise ValueError("quantize applies to the tflite format only")
         if format == "saved_model":
@@ -292,8 +310,8 @@ class Segmenter:
             export_onnx(*common, tmp)
             os.replace(tmp, output)
             return output
-        raise ValueError(f"format must be 'saved_model', 'tflite' or 'onnx', "
-                         f"got {format!r}")
+        raise ValueError(f"format must be 'saved_model', 'tflite', 'onnx' "
+                         f"or 'tflite_e2e', got {format!r}")
 
     def benchmark(self, formats=None, batch_sizes=(1, 8), warmup=2, runs=5):
         """Latency of each deployment format on this machine (rows as

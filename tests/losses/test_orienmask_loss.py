@@ -161,3 +161,30 @@ def test_float16_targets_from_tf_data_give_close_total():
     loss = OrienMaskLoss(**_loss_kwargs(z))
     total = float(loss(y_true, nhwc_predictions(z)))
     np.testing.assert_allclose(total, float(z["loss_total"]), rtol=1e-3)
+
+
+def test_float64_predictions_give_a_float64_loss():
+    """A float64 run stays float64 (the official trajectory comparison,
+    tests/training/test_official_trajectory.py): items, total and gradients
+    in float64, equal to the float32 loss to float32 rounding but not
+    rounded to it; mixed-precision float16 outputs are computed in
+    float32."""
+    z = load_case(0)
+    y_true = batched_targets(encoder_for(z), z)
+    loss = OrienMaskLoss(**_loss_kwargs(z))
+    pred32 = {k: tf.constant(v) for k, v in nhwc_predictions(z).items()}
+    pred64 = {k: tf.cast(v, tf.float64) for k, v in pred32.items()}
+    with tf.GradientTape() as tape:
+        tape.watch(pred64)
+        result = loss.loss_items(y_true, pred64)
+    grads = tape.gradient(result["loss_total"], pred64)
+    assert result["loss_total"].dtype == tf.float64
+    assert all(result[n][k].dtype == tf.float64
+               for n in NAMES for k in LOSS_ITEM_NAMES)
+    assert all(g.dtype == tf.float64 for g in grads.values())
+    total64 = float(result["loss_total"])
+    total32 = float(loss.loss_items(y_true, pred32)["loss_total"])
+    np.testing.assert_allclose(total64, total32, rtol=1e-6)
+    assert total64 != float(np.float32(total64))
+    pred16 = {k: tf.cast(v, tf.float16) for k, v in pred32.items()}
+    assert loss.loss_items(y_true, pred16)["loss_total"].dtype == tf.float32
