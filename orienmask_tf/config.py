@@ -25,6 +25,7 @@ import typing
 import yaml
 
 from orienmask_tf import registry
+from orienmask_tf.paths import kind_error
 
 
 class ConfigError(ValueError):
@@ -393,6 +394,18 @@ def _parse_override(text):
     return nested
 
 
+_DATA_PATHS = tuple(
+    (f"{split}_{key}", kind, what.format(split=name))
+    for split, name in (("train", "training"), ("val", "validation"))
+    for key, kind, what in (
+        ("annotations", "if_exists_file",
+         "the {split} COCO instances JSON file"),
+        ("images", "if_exists_folder", "the folder of the {split} images"),
+        ("tfrecords", "if_exists_file",
+         "a file pattern of the {split} TFRecord shards, "
+         "PREFIX-*.tfrecord")))
+
+
 def _validate(config):
     family = config.family
     family.validate(config)
@@ -424,6 +437,13 @@ def _validate(config):
     if data.num_parallel_calls < 1 and data.num_parallel_calls != -1:
         raise ConfigError("data.num_parallel_calls: must be >= 1, or -1 for "
                           f"tf.data.AUTOTUNE, got {data.num_parallel_calls}")
+    # Paths are checked for kind where they exist (a config may name data
+    # of another machine; a missing path fails where it is read).
+    for key, kind, what in _DATA_PATHS:
+        value = getattr(data, key)
+        problem = value and kind_error(value, kind, f"data.{key}", what)
+        if problem:
+            raise ConfigError(problem)
     train = config.train
     choices = (("schedule", ("step", "cosine", "cosine_epoch")),
                ("optimizer", ("sgd", "adamw")),
@@ -483,6 +503,9 @@ def load_config(path=None, overrides=(), base=None, base_name="model"):
     sources = [] if base is None else [(base_name, base)]
     if path is not None:
         path = os.fspath(path)
+        if os.path.isdir(path):
+            raise ConfigError(f"{path}: is a folder, expected a YAML config "
+                              "file")
         try:
             with open(path, encoding="utf-8") as stream:
                 data = read_yaml(stream)

@@ -37,6 +37,8 @@ import cv2
 import numpy as np
 from pycocotools import mask as mask_utils
 
+from orienmask_tf.paths import kind_error
+
 logger = logging.getLogger(__name__)
 
 ON_ERROR = ("raise", "skip")
@@ -359,6 +361,15 @@ def load_coco(annotation_file, image_dir, on_error="raise",
         raise ValueError(f"on_error must be one of {ON_ERROR}, got "
                          f"{on_error!r}")
     path = os.fspath(annotation_file)
+    # A folder given for the JSON, a file or nothing for the image folder
+    # (a missing JSON: "cannot read" below).
+    problem = kind_error(path, "if_exists_file", "annotation file",
+                         "a COCO instances JSON file")
+    if problem is None and check_files and os.path.exists(path):
+        problem = kind_error(image_dir, "folder", "image folder",
+                             f"the folder of the images of {path}")
+    if problem is not None:
+        raise CocoError(problem)
     try:
         with open(path, "rb") as stream:
             data = json.loads(stream.read())

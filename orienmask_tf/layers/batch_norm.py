@@ -36,8 +36,8 @@ gradients over the batch (~1e-6 relative).
 Inference (``training=False``, or the layer frozen with ``trainable =
 False``) is ``BatchNormalization``'s, on the moving statistics.
 
-Moving statistics as PyTorch keeps them (``TorchBatchNorm`` and
-``SplitInvariantBatchNorm``): ``nn.BatchNorm2d`` normalizes with the biased
+Moving statistics as PyTorch keeps them (``layers.batch_norm.BatchNormalization``
+and ``SplitInvariantBatchNorm``): ``nn.BatchNorm2d`` normalizes with the biased
 batch variance but updates ``running_var`` with the unbiased one (times
 ``n / (n - 1)``, ``n`` the elements per channel of the global batch); Keras'
 ``BatchNormalization`` updates with the biased one. Every network here is a
@@ -77,8 +77,8 @@ def batch_normalization(name, synchronized_bn=False, momentum=0.99,
     if mode == SPLIT_INVARIANT:
         return SplitInvariantBatchNorm(momentum=momentum, epsilon=epsilon,
                                        name=name)
-    return TorchBatchNorm(momentum=momentum, epsilon=epsilon,
-                          synchronized=mode, name=name)
+    return BatchNormalization(momentum=momentum, epsilon=epsilon,
+                              synchronized=mode, name=name)
 
 
 def _all_reduce_sum(value):
@@ -108,11 +108,17 @@ def _update_moving_statistics(layer, mean, variance, count):
 
 
 @keras.saving.register_keras_serializable(package="orienmask_tf")
-class TorchBatchNorm(keras.layers.BatchNormalization):
-    """``BatchNormalization`` (per-replica or, with ``synchronized=True``,
-    cross-replica statistics) whose moving variance is updated with the
-    unbiased batch variance, as ``nn.BatchNorm2d``'s ``running_var``. The
-    output, the gradients and the weights are ``BatchNormalization``'s."""
+class BatchNormalization(keras.layers.BatchNormalization):
+    """PyTorch's BatchNorm: Keras' ``BatchNormalization`` (per-replica or,
+    with ``synchronized=True``, cross-replica statistics) whose moving
+    variance is updated with the unbiased batch variance, as
+    ``nn.BatchNorm2d``'s ``running_var``. The output, the gradients and the
+    weights are Keras'.
+
+    It keeps Keras' class name on purpose: ``.keras`` weight files key each
+    layer by its class name (``saving_lib``: ``batch_normalization_N``), so
+    models saved with Keras' layer load into this one and back.
+    """
 
     def call(self, inputs, training=None, mask=None):
         if not (training and self.trainable) or self.renorm or (

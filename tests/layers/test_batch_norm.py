@@ -11,7 +11,7 @@ import tensorflow as tf
 from orienmask_tf.config import ConfigError
 from orienmask_tf.config import load_config
 from orienmask_tf.layers.batch_norm import SplitInvariantBatchNorm
-from orienmask_tf.layers.batch_norm import TorchBatchNorm
+from orienmask_tf.layers.batch_norm import BatchNormalization as TorchBatchNorm
 from orienmask_tf.layers.batch_norm import batch_normalization
 from orienmask_tf.layers.batch_norm import check_bn_mode
 from tests.testing import CONFIGS_DIR
@@ -199,3 +199,34 @@ def test_networks_and_configs_take_the_mode(config_name, tmp_path):
                        match=r"model.synchronized_bn: expected true, false "
                              r"or 'split_invariant', got 'sync'"):
         load_config(CONFIGS_DIR / config_name, ["model.synchronized_bn=sync"])
+
+
+def test_models_saved_with_keras_batch_norm_still_load(tmp_path):
+    """``.keras`` weight files key layers by class name: a network saved
+    when its BatchNorm was Keras' own layer loads with the PyTorch-style
+    one, weights and outputs unchanged."""
+    from orienmask_tf.families.orienmask.network import OrienMask
+    from tests.testing import TINY_KWARGS
+
+    inputs = keras.Input((8, 8, 3))
+    x = keras.layers.Conv2D(3, 1, name="conv")(inputs)
+    x = keras.layers.BatchNormalization(name="bn")(x)
+    old = keras.Model(inputs, x)
+    old.layers[-1].set_weights([np.full(3, v, np.float32)
+                                for v in (2.0, 0.5, 0.1, 3.0)])
+    weights = tmp_path / "old.weights.h5"
+    old.save_weights(weights)
+    inputs = keras.Input((8, 8, 3))
+    x = keras.layers.Conv2D(3, 1, name="conv")(inputs)
+    x = batch_normalization("bn")(x)
+    new = keras.Model(inputs, x)
+    new.load_weights(weights)
+    assert type(new.layers[-1]) is TorchBatchNorm
+    for a, b in zip(old.get_weights(), new.get_weights()):
+        np.testing.assert_array_equal(a, b)
+    network = OrienMask(**TINY_KWARGS)
+    path = tmp_path / "tiny.keras"
+    network.save(path)
+    loaded = keras.models.load_model(path)
+    for a, b in zip(network.get_weights(), loaded.get_weights()):
+        np.testing.assert_array_equal(a, b)

@@ -39,6 +39,25 @@ def test_coupled_sgd_is_pytorch_weight_decay():
     np.testing.assert_allclose(w.numpy(), ref, rtol=1e-5)
 
 
+def test_coupled_sgd_momentum_is_pytorch_when_the_rate_changes():
+    """torch.optim.SGD applies the current rate to the whole momentum
+    buffer (w -= lr_t * buf); Keras' SGD folds each step's rate into the
+    buffer. They differ in a warm-up; ours is PyTorch's."""
+    import keras
+
+    rates = WarmupStepDecay(0.1, milestones=(3,), gamma=0.1, warmup_iters=2,
+                            warmup_ratio=0.1)
+    w = keras.Variable(np.array([1.0, -2.0], np.float64))
+    opt = CoupledSGD(l2=0.1, learning_rate=rates, momentum=0.9)
+    buf, ref = np.zeros(2), np.array([1.0, -2.0])
+    for step in range(5):
+        grad = np.array([0.5, -0.25]) * (step + 1)
+        opt.apply_gradients([(keras.ops.convert_to_tensor(grad), w)])
+        buf = 0.9 * buf + grad + 0.1 * ref
+        ref = ref - float(rates(step)) * buf
+    np.testing.assert_allclose(w.numpy(), ref, rtol=1e-6)
+
+
 def test_epoch_milestones_follow_steps_per_epoch():
     from orienmask_tf.config import load_config
     from orienmask_tf.training.schedules import make_schedule
