@@ -692,6 +692,9 @@ def cmd_evaluate(args):
     if args.annotations and not args.images:
         raise ValueError("--annotations with --model needs --images (the "
                          "image folder of that COCO JSON)")
+    if args.images and not args.annotations:
+        raise ValueError("--images with --model needs --annotations (the "
+                         "COCO instances JSON of those images)")
     # Pictures (pr_curves, per_class_ap, confusion_matrix .png + .json):
     # into --plots, else beside --output (the run folder in the quickstart).
     plots = args.plots or (os.path.dirname(os.path.abspath(args.output))
@@ -725,7 +728,8 @@ def _evaluate_results(args):
         raise ValueError(f"{args.results}: malformed JSON ({error})")
     if isinstance(results, list):
         results = {t: results for t in args.iou_types}
-    stats = evaluate(args.annotations, results, args.iou_types, args.backend)
+    stats = evaluate(args.annotations, results, args.iou_types, args.backend,
+                     source=args.results)
     if args.output:
         write_json(args.output, stats)
     return 0
@@ -1092,6 +1096,56 @@ def build_parser():
     return parser
 
 
+# What each path option must be (``paths.kind_error``): by option, or by
+# (command, option) where commands differ (``--config``: ``load_config``
+# says it, naming the file). Checked before a command starts,
+# so that a folder given for a file (or the reverse) or a missing input is
+# one line naming the option, never a traceback from deep inside.
+_PATHS = {
+    "model": ("file", "a .keras model file"),
+    "annotations": ("file", "a COCO instances JSON file"),
+    "results": ("file", "a COCO results JSON file"),
+    "checkpoint": ("file", "a .pth or .npz checkpoint file"),
+    "calibration_images": ("folder", "a folder of calibration images"),
+    "images": ("folder", "the folder of the --annotations images"),
+    "coco_json": ("output_file", "the COCO results JSON file to write"),
+    "results_output": ("output_file", "the COCO results JSON file to write"),
+    "plots": ("output_folder", "the folder for the evaluation pictures"),
+    "output": ("output_file", "the file to write"),
+    ("evaluate", "output"): ("output_file", "the metrics JSON file to write"),
+    ("train", "output"): ("output_folder", "the run folder"),
+    ("train", "resume"): ("folder", "the run folder to continue"),
+    ("predict", "output"): ("output_folder", "a folder for the drawings"),
+    ("make-shapes", "output"): ("output_folder", "the dataset folder"),
+    ("prepare-data", "output"): (
+        "prefix", "an output prefix such as data/coco/train2017"),
+    ("anchors", "output"): ("output_file", "the config file to write"),
+    ("convert", "output"): ("output_file", "the .keras file to write"),
+    ("predict", "source"): None,  # inference.predict.resolve_source
+}
+
+
+def _check_paths(args):
+    """Raise ``paths.PathError`` for the first path option of ``args`` of
+    the wrong kind (``_PATHS``)."""
+    from orienmask_tf.paths import check_path
+
+    command = {"val": "evaluate"}.get(args.command, args.command)
+    rules = dict(_PATHS)
+    if command == "export":  # the folder of <name>/<version>/, or a file
+        fmt = getattr(args, "format", None) or (
+            "tflite_e2e" if getattr(args, "quantize", None) == "int8"
+            else "saved_model")
+        rules[("export", "output")] = (
+            ("output_folder", "the folder of <model_name>/<version>/")
+            if fmt == "saved_model" else ("output_file", "the file to write"))
+    for dest, value in sorted(vars(args).items()):
+        rule = rules.get((command, dest), rules.get(dest))
+        if rule is None or value is None or not isinstance(value, str):
+            continue
+        check_path(value, rule[0], "--" + dest.replace("_", "-"), rule[1])
+
+
 def main(argv=None):
     _quiet_tensorflow()
     args = build_parser().parse_args(argv)
@@ -1103,6 +1157,7 @@ def main(argv=None):
     from orienmask_tf.convert.torch_checkpoint import CheckpointError
 
     try:
+        _check_paths(args)
         if getattr(args, "device", None):
             select_device(args.device)
         return args.func(args)

@@ -394,8 +394,9 @@ def _parse_override(text):
     return nested
 
 
-_DATA_PATHS = tuple(
-    (f"{split}_{key}", kind, what.format(split=name))
+# (section, key, kind, what was expected) of the paths a config names.
+_PATHS = tuple(
+    ("data", f"{split}_{key}", kind, what.format(split=name))
     for split, name in (("train", "training"), ("val", "validation"))
     for key, kind, what in (
         ("annotations", "if_exists_file",
@@ -403,7 +404,9 @@ _DATA_PATHS = tuple(
         ("images", "if_exists_folder", "the folder of the {split} images"),
         ("tfrecords", "if_exists_file",
          "a file pattern of the {split} TFRecord shards, "
-         "PREFIX-*.tfrecord")))
+         "PREFIX-*.tfrecord"))) + (
+    ("train", "init_weights", "if_exists_file", "a .keras file"),
+    ("train", "output_dir", "if_exists_folder", "the run folder"))
 
 
 def _validate(config):
@@ -439,9 +442,9 @@ def _validate(config):
                           f"tf.data.AUTOTUNE, got {data.num_parallel_calls}")
     # Paths are checked for kind where they exist (a config may name data
     # of another machine; a missing path fails where it is read).
-    for key, kind, what in _DATA_PATHS:
-        value = getattr(data, key)
-        problem = value and kind_error(value, kind, f"data.{key}", what)
+    for section, key, kind, what in _PATHS:
+        value = getattr(getattr(config, section), key)
+        problem = value and kind_error(value, kind, f"{section}.{key}", what)
         if problem:
             raise ConfigError(problem)
     train = config.train

@@ -38,7 +38,9 @@ def kind_error(path, kind, name, what):
             ``"output_folder"`` (written: may be missing, must not be the
             other kind, and no ancestor may be a file) or ``"if_exists_file"``
             / ``"if_exists_folder"`` (only a path that exists is checked:
-            config paths, which may name another machine's data).
+            config paths, which may name another machine's data), or
+            ``"prefix"`` (the start of file names: not ending in a
+            separator, below no file).
         name: the option or key (``--annotations``, ``data.val_images``).
         what: what was expected, e.g. ``"a COCO instances JSON file"``.
     """
@@ -47,6 +49,18 @@ def kind_error(path, kind, name, what):
     base = kind.rpartition("_")[2]  # "file" or "folder"
     if text == "":
         return f"{name}: empty path (expected {what})"
+    if kind == "prefix":
+        # PREFIX-00000-of-00008.tfrecord: a prefix may share its name with
+        # a folder (data/coco/train2017 beside the train2017 images) but
+        # must name something inside its folder.
+        if text.endswith((os.sep, "/")) or os.path.basename(text) in (
+                ".", ".."):
+            return (f"{where}: is a folder name, expected {what}")
+        blocker = _blocking_file(text)
+        if blocker is not None:
+            return (f"{where}: cannot be created, {blocker} is a file "
+                    f"(expected {what})")
+        return None
     if os.path.exists(text):
         if base == "file" and os.path.isdir(text):
             return f"{where}: is a folder, expected {what}"
@@ -56,8 +70,9 @@ def kind_error(path, kind, name, what):
     if kind in ("file", "folder"):
         blocker = _blocking_file(text)
         if blocker is not None:
-            return f"{where}: not found ({blocker} is a file; expected {what})"
-        return f"{where}: not found (expected {what})"
+            return (f"{where}: no such {base} ({blocker} is a file; "
+                    f"expected {what})")
+        return f"{where}: no such {base} (expected {what})"
     if kind.startswith("output"):
         blocker = _blocking_file(text)
         if blocker is not None:

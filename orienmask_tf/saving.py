@@ -138,7 +138,8 @@ def load_network(path, config=None, config_path=None, overrides=(),
     """
     path = os.fspath(path)
     if not os.path.isfile(path):
-        raise ValueError(f"{what} {path}: no such file (expected a .keras "
+        kind = "is a folder," if os.path.isdir(path) else "no such file"
+        raise ValueError(f"{what} {path}: {kind} (expected a .keras "
                          "model from training or `orienmask-tf convert`)")
     if config is None:
         config = resolve_config(path, config_path, overrides, what)

@@ -1,10 +1,11 @@
-"""The official OrienMask pipeline and ours, side by side in one run -> BENCHMARKS.md.
+"""The official OrienMask pipeline and ours, side by side -> BENCHMARKS.md.
 
 Needs the ``[torch]`` extra and a checkout of github.com/duwt/OrienMask (never
 vendored here)::
 
-    .venv/bin/python scripts/benchmark_official.py --official /path/to/OrienMask \\
-        [--weights orienmask_yolo.pth] [--blocks 3 --runs 2] [--no-write]
+    .venv/bin/python scripts/benchmark_official.py \\
+        --official /path/to/OrienMask [--weights orienmask_yolo.pth] \\
+        [--blocks 3 --runs 2] [--no-write]
 
 Official side (its own process, ``torch.set_num_threads(2)``): the official
 ``OrienMaskYOLOFPNPlus`` built from the official ``config`` module's
@@ -62,6 +63,7 @@ import importlib.util
 import json
 import os
 import pathlib
+import signal
 import statistics
 import subprocess
 import sys
@@ -81,7 +83,8 @@ from benchmark_utils import timestamp  # noqa: E402
 from benchmark_utils import write_section  # noqa: E402
 
 MARK = "benchmark_official"
-DEFAULT_CONFIG = REPO / "configs" / "orienmask_yolo_fpnplus_coco_544_anchor4.yaml"
+DEFAULT_CONFIG = (REPO / "configs"
+                  / "orienmask_yolo_fpnplus_coco_544_anchor4.yaml")
 PHOTO = pathlib.Path("assets") / "000000163126.jpg"
 OFFICIAL_CONFIG = "orienmask_yolo_coco_544_anchor4_fpn_plus_infer"
 CHECKOUT_FILES = ("model/orienmask_yolo_fpnplus.py",
@@ -395,11 +398,15 @@ def ours_worker(spec):
     def numpy(outputs):
         return {k: np.asarray(v) for k, v in outputs.items()}
 
+    stage_batches = set(spec["stage_batches"])
+
     def run_fp32(batch):
         pixels = photo_variants(photo, batch)
         tensor = tf.constant(pixels)
-        forward_ms, _, raw = timed(lambda: numpy(forward(tensor)))
-        post_ms, _, _ = timed(lambda: numpy(post(raw)))
+        forward_ms = post_ms = None
+        if batch in stage_batches:
+            forward_ms, _, raw = timed(lambda: numpy(forward(tensor)))
+            post_ms, _, _ = timed(lambda: numpy(post(raw)))
         e2e_ms, cpu_ms, out = timed(lambda: numpy(serve(images=tensor)))
         return {"forward": forward_ms, "post": post_ms, "e2e": e2e_ms,
                 "cpu": cpu_ms,
@@ -408,8 +415,12 @@ def ours_worker(spec):
     def run_int8(batch):
         pixels = photo_variants(photo, batch)
         parts = int8[batch]
-        forward_ms, _, raw = timed(lambda: parts["forward"](images=pixels))
-        post_ms, _, _ = timed(lambda: parts["post"](images=pixels, **raw))
+        forward_ms = post_ms = None
+        if batch in stage_batches:
+            forward_ms, _, raw = timed(
+                lambda: parts["forward"](images=pixels))
+            post_ms, _, _ = timed(
+                lambda: parts["post"](images=pixels, **raw))
         e2e_ms, cpu_ms, out = timed(lambda: parts["e2e"](pixels))
         return {"forward": forward_ms, "post": post_ms, "e2e": e2e_ms,
                 "cpu": cpu_ms,
@@ -528,7 +539,12 @@ def check_inputs(args):
 
 
 def median(values):
+    values = [v for v in values if v is not None]
     return statistics.median(values) if values else float("nan")
+
+
+def _ms(value):
+    return "-" if value != value else f"{value:.0f}"   # nan: not measured
 
 
 def summarize(blocks):
@@ -561,8 +577,8 @@ def format_table(summary, official_rows, batch_sizes):
             ratio = (f"{row['e2e'] / reference['e2e']:.2f}x"
                      if reference else "-")
             lines.append(
-                f"| {name} | {batch} | {row['forward']:.0f} | "
-                f"{row['post']:.0f} | {row['e2e']:.0f} | {per_image:.0f} | "
+                f"| {name} | {batch} | {_ms(row['forward'])} | "
+                f"{_ms(row['post'])} | {row['e2e']:.0f} | {per_image:.0f} | "
                 f"{1e3 / per_image:.2f} | {row['cpu'] / row['e2e']:.2f} | "
                 f"{row['detections']:.0f} | {ratio} |")
     return "\n".join(lines)
@@ -591,9 +607,18 @@ def main():
                         help="alternating blocks per batch size")
     parser.add_argument("--runs", type=int, default=2,
                         help="timed runs of each pipeline per block")
+    parser.add_argument("--stage-batches", type=int, nargs="*",
+                        default=[1],
+                        help="batch sizes at which our forward and "
+                             "post-processing are also timed on their own "
+                             "(extra calls; the official code yields them "
+                             "within its end-to-end run)")
     parser.add_argument("--warmup", type=int, default=1,
                         help="untimed runs before the first block of each "
                              "batch size")
+    parser.add_argument("--budget-minutes", type=float, default=10.0,
+                        help="blocks after the first of each batch size run "
+                             "only while the whole run stays within this")
     parser.add_argument("--calibration-count", type=int, default=8,
                         help="photo copies for BatchNorm statistics and the "
                              "int8 calibration")
@@ -611,12 +636,15 @@ def main():
                 else ours_worker)(spec)
 
     recorded = check_inputs(args)
+    # SIGTERM unwinds like Ctrl-C, so that the workers are stopped too.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     started = time.perf_counter()
     load_before = os.getloadavg()
     with tempfile.TemporaryDirectory(prefix="benchmark_official_") as tmp:
         work = pathlib.Path(tmp)
         common = dict(image=os.path.abspath(args.image), seed=args.seed,
                       batch_sizes=args.batch_sizes,
+                      stage_batches=args.stage_batches,
                       calibration_count=args.calibration_count)
         workers = []
         try:
@@ -637,9 +665,17 @@ def main():
             workers.append(ours)
             ours_info = ours.receive()["ready"]
             blocks = []
-            for batch in args.batch_sizes:
-                for index in range(args.blocks):
+            done = {batch: 0 for batch in args.batch_sizes}
+            last = {}   # batch -> seconds its latest block took (timed part)
+            deadline = started + 60 * args.budget_minutes
+            # Rounds over the batch sizes, so that each gets its first
+            # block early; a later block runs only if it fits the budget.
+            for index in range(args.blocks):
+                for batch in args.batch_sizes:
+                    if index and time.perf_counter() + last[batch] > deadline:
+                        continue
                     order = workers if index % 2 == 0 else workers[::-1]
+                    block_start = time.perf_counter()
                     for worker in order:
                         result = worker.block(
                             batch, args.runs, args.warmup if index == 0
@@ -651,6 +687,15 @@ def main():
                                   f"{name} {median(rows['e2e']):.0f} ms"
                                   for name, rows in result.items()),
                               flush=True)
+                    elapsed = time.perf_counter() - block_start
+                    # the first block includes the warm-up runs
+                    last[batch] = elapsed / (1 + (args.warmup / args.runs
+                                                  if index == 0 else 0))
+                    done[batch] += 1
+        except BaseException:
+            for worker in workers:   # interrupted: stop them mid-block
+                worker.process.kill()
+            raise
         finally:
             for worker in workers:
                 worker.close()
@@ -682,7 +727,8 @@ def main():
     elapsed = time.perf_counter() - started
     load_after = os.getloadavg()
     text = render(args, summary, official_rows, official_note, ours_info,
-                  load_before, load_after, elapsed, recorded is not None)
+                  load_before, load_after, elapsed, recorded is not None,
+                  done)
     print(text)
     if not args.no_write:
         write_section(MARK, text, path=args.output)
@@ -691,7 +737,7 @@ def main():
 
 
 def render(args, summary, official_rows, official_note, ours_info,
-           load_before, load_after, elapsed, recorded):
+           load_before, load_after, elapsed, recorded, done):
     ratios = {}
     for batch in args.batch_sizes:
         reference = official_rows.get(batch)
@@ -714,18 +760,23 @@ def render(args, summary, official_rows, official_note, ours_info,
            "inflated and noisy -- the alternating blocks give both sides "
            "the same load, the ratios are the figures to read"
            if max(load_before[0], load_after[0]) > 1.5 else "")
-        + f"). {args.blocks} alternating blocks x {args.runs} runs per "
-        f"batch size, medians; whole run {elapsed / 60:.1f} min.",
+        + "). Alternating blocks of " + f"{args.runs} run(s) of each "
+        "pipeline (" + ", ".join(f"batch {b}: {n} block(s)"
+                                 for b, n in done.items())
+        + f", at most {args.blocks} within a {args.budget_minutes:g}-minute "
+        f"budget), medians; whole run {elapsed / 60:.1f} min.",
         "",
         f"{official_note}. Ours: weights {ours_info['weights']} converted "
         "with `convert_state_dict`; TensorFlow 2 intra-op threads, TFLite 2 "
         f"threads. Image: `{os.path.basename(args.image)}` "
-        "(batch 8: the photo and 7 flipped / shifted copies).",
+        "(batch B: the photo and B - 1 flipped / shifted copies).",
         "",
         format_table(summary, official_rows, args.batch_sizes),
         "",
         "Forward = uint8 image -> resize -> network; post-processing = raw "
-        "outputs -> detections and masks (official "
+        "outputs -> detections and masks (ours: timed as separate calls at "
+        f"batch {', '.join(map(str, args.stage_batches)) or 'none'}, '-' "
+        "elsewhere; official "
         "`OrienMaskYOLOPostProcess`; ours the decoder, XLA for fp32, the "
         "float TFLite part of the int8 model); end to end = one call of "
         "`serving_default` (ours fp32) or of the int8 `.tflite` (ours "

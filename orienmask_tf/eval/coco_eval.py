@@ -14,12 +14,15 @@ extra giving the same numbers faster), which prints the standard
 import contextlib
 import io
 import json
+import math
+import numbers
 import os
 
 import numpy as np
 from pycocotools import mask as mask_utils
 
 from orienmask_tf.ops.frames import to_original_frame
+from orienmask_tf.paths import check_path
 
 METRIC_KEYS = ("AP", "AP50", "AP75", "APs", "APm", "APl",
                "AR1", "AR10", "AR100", "ARs", "ARm", "ARl")
@@ -90,12 +93,34 @@ def _backend(name):
     raise ValueError(f"backend must be one of {BACKENDS}, got {name!r}")
 
 
+def _read_ground_truth(path):
+    """The dict of a ground-truth COCO JSON file; ``ValueError`` naming the
+    file when it is missing, a folder, not JSON or not a COCO file."""
+    check_path(path, "file", "annotations", "a COCO instances JSON file")
+    try:
+        with open(path, "rb") as stream:
+            data = json.loads(stream.read())
+    except OSError as error:
+        raise ValueError(f"{path}: cannot read ({error.strerror})") from None
+    except (ValueError, UnicodeDecodeError) as error:
+        raise ValueError(f"{path}: malformed JSON ({error})") from None
+    for key in ("images", "annotations", "categories"):
+        if not isinstance(data, dict) or not isinstance(data.get(key), list):
+            raise ValueError(f"{path}: not a COCO instances file ({key!r} "
+                             "must be a list)")
+    for key in ("images", "categories"):
+        for i, entry in enumerate(data[key]):
+            if not isinstance(entry, dict) or "id" not in entry:
+                raise ValueError(f"{path}: {key}[{i}] has no 'id'")
+    return data
+
+
 def load_ground_truth(annotations, backend="pycocotools"):
-    """A COCO object from a path, a dict or an existing COCO object."""
+    """A COCO object from a path, a dict or an existing COCO object (a
+    path that is not a readable COCO file is a ``ValueError`` naming it)."""
     coco_cls, _ = _backend(backend)
     if isinstance(annotations, (str, os.PathLike)):
-        with contextlib.redirect_stdout(io.StringIO()):
-            return coco_cls(os.fspath(annotations))
+        annotations = _read_ground_truth(os.fspath(annotations))
     if isinstance(annotations, dict):
         gt = coco_cls()
         gt.dataset = annotations
@@ -105,15 +130,129 @@ def load_ground_truth(annotations, backend="pycocotools"):
     return annotations
 
 
+def _is_int(value):
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+
+def _is_number(value):
+    return (isinstance(value, numbers.Real) and not isinstance(value, bool)
+            and math.isfinite(value))
+
+
+def _record_problem(record, iou_type, sizes):
+    """What is wrong with one COCO result of ``iou_type`` (a phrase naming
+    the field), or None; ``sizes``: image id -> ``[height, width]``."""
+    if not isinstance(record, dict):
+        return f"expected an object, got {type(record).__name__}"
+    for key in ("image_id", "category_id"):
+        if key not in record:
+            return f"no {key!r}"
+        if not _is_int(record[key]):
+            return f"{key!r}: expected an integer, got {record[key]!r}"
+    if "score" not in record:
+        return "no 'score'"
+    if not _is_number(record["score"]):
+        return f"'score': expected a finite number, got {record['score']!r}"
+    if iou_type == "bbox":
+        box = record.get("bbox")
+        if box is None:
+            return ("no 'bbox' (scoring bbox needs [x, y, width, height] "
+                    "boxes)")
+        if not (isinstance(box, list) and len(box) == 4
+                and all(_is_number(v) for v in box)):
+            return (f"'bbox': expected [x, y, width, height] (4 finite "
+                    f"numbers), got {box!r}")
+        if box[2] < 0 or box[3] < 0:
+            return f"'bbox': negative width or height in {box!r}"
+        return None
+    rle = record.get("segmentation")
+    if rle is None:
+        return ("no 'segmentation' (scoring segm needs masks; a box-only "
+                "results file can be scored as bbox only)")
+    size = rle.get("size") if isinstance(rle, dict) else None
+    if not (isinstance(size, list) and len(size) == 2
+            and all(_is_int(v) for v in size)
+            and isinstance(rle.get("counts"), (str, list))):
+        return ("'segmentation': expected an RLE {'size': [height, width], "
+                f"'counts': ...}}, got {str(rle)[:60]}")
+    expected = sizes.get(record["image_id"])
+    if expected is not None and list(size) != expected:
+        return (f"'segmentation': RLE size {size} differs from image "
+                f"{record['image_id']}'s [height, width] {expected}")
+    return None
+
+
+def _some(values, count=5):
+    values = sorted(values)
+    text = ", ".join(str(v) for v in values[:count])
+    return text + (", ..." if len(values) > count else "")
+
+
+def check_results(results, ground_truth, iou_types=IOU_TYPES,
+                  source="results", ground_truth_name="the ground truth"):
+    """Check COCO results before scoring them; raise ``ValueError`` with
+    one line naming ``source`` (a file) and what is wrong.
+
+    Refused: results without a list for an IoU type to score (``{"bbox":
+    [...]}`` scored as ``segm``); a record that is not an object, lacks
+    ``image_id`` / ``category_id`` / ``score`` or the field of the IoU type
+    (``bbox``: ``[x, y, w, h]``, 4 finite numbers, w, h >= 0;
+    ``segmentation``: an RLE of the image's size), or has a value of the
+    wrong type (named by its index and field); image or category ids that
+    are not in ``ground_truth`` (a COCO object), counted with a few of
+    them. pycocotools would instead score a box-only file as masks (the
+    boxes become polygons), fail with an assertion, or ignore unknown
+    categories silently.
+    """
+    if not isinstance(results, dict):
+        raise ValueError(f"{source}: expected {{'bbox': [...], 'segm': "
+                         "[...]} or one list of COCO results, got "
+                         f"{type(results).__name__}")
+    unknown = sorted(set(results) - set(IOU_TYPES), key=str)
+    if unknown:
+        raise ValueError(f"{source}: unknown key {unknown[0]!r} (expected "
+                         f"the lists {' and '.join(map(repr, IOU_TYPES))})")
+    images = ground_truth.dataset.get("images", [])
+    sizes = {i["id"]: [i.get("height"), i.get("width")] for i in images}
+    categories = {c["id"] for c in ground_truth.dataset.get("categories",
+                                                            [])}
+    for iou_type in iou_types:
+        if iou_type not in results:
+            raise ValueError(
+                f"{source}: no {iou_type!r} results to score {iou_type} "
+                f"(it has {' and '.join(map(repr, sorted(results))) or 'none'}"
+                "); score only what it holds")
+        records = results[iou_type]
+        if not isinstance(records, list):
+            raise ValueError(f"{source}: {iou_type!r}: expected a list of "
+                             f"results, got {type(records).__name__}")
+        for index, record in enumerate(records):
+            problem = _record_problem(record, iou_type, sizes)
+            if problem is not None:
+                raise ValueError(f"{source}: {iou_type} result {index}: "
+                                 f"{problem}")
+        for key, known, what in (("image_id", sizes, "image"),
+                                 ("category_id", categories, "category")):
+            missing = [r[key] for r in records if r[key] not in known]
+            if missing:
+                raise ValueError(
+                    f"{source}: {what} ids not in {ground_truth_name}: "
+                    f"{_some(set(missing))} ({len(set(missing))} ids, in "
+                    f"{len(missing)} of the {len(records)} {iou_type} "
+                    "results)")
+
+
 def evaluate(annotations, results, iou_types=IOU_TYPES,
              backend="pycocotools", verbose=True, image_ids=None,
-             return_evals=False):
+             return_evals=False, check=True, source="results"):
     """Score COCO results.
 
     Args:
         annotations: ground-truth JSON path, dict, or COCO object.
         results: ``{"bbox": [...], "segm": [...]}`` COCO result lists.
         iou_types: which of ``results`` to score.
+        check: ``check_results`` first (``source`` names the results in
+            its errors, e.g. the results file).
         verbose: print pycocotools' 12-line summary per type.
         image_ids: restrict to these images (default: all images of the
             ground truth).
@@ -127,12 +266,17 @@ def evaluate(annotations, results, iou_types=IOU_TYPES,
         ``(stats, evals)``.
     """
     _, eval_cls = _backend(backend)
-    gt = load_ground_truth(annotations, backend)
-    stats, evals = {}, {}
     for iou_type in iou_types:
         if iou_type not in IOU_TYPES:
             raise ValueError(f"iou type must be one of {IOU_TYPES}, got "
                              f"{iou_type!r}")
+    gt = load_ground_truth(annotations, backend)
+    if check:
+        check_results(results, gt, iou_types, source, ground_truth_name=(
+            os.fspath(annotations) if isinstance(annotations, (
+                str, os.PathLike)) else "the ground truth"))
+    stats, evals = {}, {}
+    for iou_type in iou_types:
         # loadRes adds keys (numpy-typed area, id) to the dicts it gets. A
         # result with both a box and a mask (predict --coco-json) is scored
         # as segm without its box: loadRes would take the box area for the
@@ -241,11 +385,12 @@ class CocoEvaluator:
         """Scores over the updated images (or every ground-truth image);
         ``last_cocoeval`` then holds the precision arrays
         (``accumulated``) per IoU type."""
+        # The results are detections_to_coco's own: nothing to check.
         stats, evals = evaluate(self.annotations, self.results,
                                 self.iou_types, self.backend, verbose,
                                 image_ids=None if all_images else sorted(
                                     set(self.image_ids)),
-                                return_evals=True)
+                                return_evals=True, check=False)
         self.last_cocoeval = {t: accumulated(ev) for t, ev in evals.items()}
         return stats
 

@@ -19,13 +19,15 @@ one subgraph:
 3. the family's decoding in **float32** (scores, boxes, NMS, Eq. 3 masks
    for OrienMask) and the boxes mapped to the original pixels.
 
-Why this route (measured on this project's 2-core AVX-512 VNNI CPU, FPN-plus
-544, 2 threads; ``BENCHMARKS.md``): the int8 TFLite network ran in about
-0.4-0.6 s under load where ONNX Runtime's static int8 QDQ model (per-channel
-QInt8 weights, QUInt8 activations) took 0.9-1.2 s and the XLA float32
-network 3.4 s in the same process; converting the network to ONNX also took
-5.5 minutes and 18.5 GB of memory, the int8 TFLite conversion about 2
-minutes. Why three parts spliced together rather than one conversion:
+Why this route: on this project's 2-core AVX-512 VNNI CPU (FPN-plus 544,
+2 threads, one process timing each alternately while the machine was
+heavily shared, load average ~12), the int8 TFLite network (XNNPACK) ran
+in 0.4-0.6 s where ONNX Runtime 1.32's static int8 QDQ model of the same
+network (``quantize_static``, per-channel QInt8 weights, QUInt8
+activations) took 0.9-1.2 s and the XLA float32 network 3.4 s; converting
+the network to ONNX also took 5.5 minutes and 18.5 GB of memory, the int8
+TFLite conversion about 2 minutes. The end-to-end figures against the
+official pipeline are in ``BENCHMARKS.md`` (``scripts/benchmark_official.py``). Why three parts spliced together rather than one conversion:
 TFLite's calibrator crashes on any graph that holds the OrienMask decoding
 and quantizes every op it sees (``export/tflite.py``), while the decoding
 must stay float (IoUs, score products, orientation distances). So each part
@@ -50,23 +52,23 @@ SIGNATURE = "serve"
 INPUT = "images"
 
 
-def _to_flatbuffer(module_functions, quantize_network=None, model=None):
-    """Convert one ``tf.function`` (as a SavedModel signature) to TFLite.
+def _to_flatbuffer(endpoint, quantize_network=None, model=None):
+    """Convert ``endpoint = (function, input_signature)`` to TFLite through
+    a SavedModel whose signature ``serve`` it is.
 
     ``model``: the Keras network to track (its variables) when the function
     uses it; ``quantize_network``: calibration inputs for full int8.
     """
+    function, signature = endpoint
     with tempfile.TemporaryDirectory() as tmp:
         if model is not None:
             archive = keras.export.ExportArchive()
             archive.track(model)
-            function, signature = module_functions
             archive.add_endpoint(SIGNATURE, function,
                                  input_signature=signature)
             archive.write_out(tmp, verbose=False)
         else:
             module = tf.Module()
-            function, signature = module_functions
             module.serve = tf.function(function, input_signature=signature)
             tf.saved_model.save(module, tmp, signatures={
                 SIGNATURE: module.serve.get_concrete_function()})

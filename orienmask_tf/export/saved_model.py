@@ -13,7 +13,9 @@ Signatures (``saved_model_cli show --all`` lists them):
 * ``serve_raw``: ``images`` float32 ``[batch, H, W, 3]`` in [0, 1] -> the raw
   network outputs (OrienMask: ``box_s32`` ... ``orien_s8``; YOLACT:
   ``cls_score_l0`` ... ``coeff_pred_l4`` and ``protos``, the normalisation
-  applied inside, the training-only ``segm`` left out).
+  applied inside, the training-only ``segm`` left out). Images of another
+  size or channel count are an ``InvalidArgumentError`` naming ``[batch,
+  H, W, 3]`` (the declared shape alone is not enforced when called).
 
 The model may be the network of any family (its serving adapter says what
 ``anchors`` and ``decode_kwargs`` are); the signatures are the same for all.
@@ -51,8 +53,11 @@ def export_saved_model(model, image_size, anchors, decode_kwargs, export_dir,
     archive.add_endpoint(
         "serve_jpeg", inference.detect_encoded,
         input_signature=[tf.TensorSpec([None], tf.string, name="images")])
+    def serve_raw(images):  # other sizes: InvalidArgument naming (H, W)
+        return inference.raw(inference.check_input_size(images))
+
     archive.add_endpoint(
-        "serve_raw", inference.raw,
+        "serve_raw", serve_raw,
         input_signature=[tf.TensorSpec([None, height, width, 3], tf.float32,
                                        name="images")])
     archive.write_out(export_dir, verbose=False)

@@ -79,6 +79,26 @@ class InferenceModel(tf.Module):
         return self.adapter.raw_outputs(
             self.model(self.normalize(images), training=False))
 
+    def check_input_size(self, images):
+        """``images`` as they are if float32 ``(B, H, W, 3)`` at the network
+        input size ``(H, W)``, else an ``InvalidArgumentError`` naming that
+        size. A SavedModel signature does not enforce its declared input
+        shape when called (TF Serving, a reloaded ``signatures[...]``), and
+        the convolutions would take other sizes, giving outputs of other
+        shapes or a failure deep in the graph."""
+        images = tf.convert_to_tensor(images, tf.float32)
+        height, width = self.image_size
+        # Padded so that slicing cannot fail before the check reports.
+        shape = tf.concat([tf.shape(images), tf.zeros([4], tf.int32)], 0)[:4]
+        ok = (tf.equal(tf.rank(images), 4)
+              & tf.reduce_all(tf.equal(shape[1:], [height, width, 3])))
+        check = tf.debugging.Assert(ok, [
+            f"images must be float32 [batch, {height}, {width}, 3], the "
+            "network input size (resize first; serving_default and "
+            "serve_jpeg take any size); got shape", tf.shape(images)])
+        with tf.control_dependencies([check]):
+            return tf.identity(images)
+
     def detect(self, images):
         """float32 ``(B, H, W, 3)`` in [0, 1] -> detections, network frame."""
         return self._detect(self.normalize(images))

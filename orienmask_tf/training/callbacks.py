@@ -1,5 +1,5 @@
 """Training callbacks: COCO evaluation, checkpoints of the plain network,
-step-exact backup and restore, TensorBoard images, NaN guard.
+step-exact backup and restore, TensorBoard images, NaN guard, skip totals.
 """
 
 import json
@@ -50,6 +50,50 @@ class CocoEvalCallback(keras.callbacks.Callback):
             logs.update(values)
         print(f"\nepoch {epoch + 1}: " + "  ".join(
             f"{k} {v:.4f}" for k, v in values.items()), flush=True)
+
+
+class SkipTotals(keras.callbacks.Callback):
+    """At the end of each epoch, print the totals of the training inputs
+    skipped so far under ``data.on_error: skip`` and how many of them this
+    epoch added (nothing while nothing was skipped).
+
+    Args:
+        counts_fn: returns ``{kind: count}`` so far (a
+            ``coco.CocoDataset.skipped``: annotations dropped when the JSON
+            was read, images that failed to decode while training).
+        source: what is counted, e.g. the annotation file.
+
+    The first skip of each kind was logged with its file and reason when
+    it happened (``coco.SkipCounter``); tf.data reads ahead, so an epoch's
+    count may include images prefetched for the next one.
+    """
+
+    def __init__(self, counts_fn, source):
+        super().__init__()
+        self.counts_fn = counts_fn
+        self.source = source
+        self.last_total = None
+        self.lines = []
+
+    def _total(self):
+        return sum(dict(self.counts_fn()).values())
+
+    def on_train_begin(self, logs=None):
+        self.last_total = self._total()
+
+    def on_epoch_end(self, epoch, logs=None):
+        counts = dict(self.counts_fn())
+        total = sum(counts.values())
+        if not total:
+            return
+        added = total - (self.last_total or 0)
+        self.last_total = total
+        parts = ", ".join(f"{k}: {v}" for k, v in sorted(counts.items())
+                          if v)
+        line = (f"epoch {epoch + 1}: skipped so far in {self.source}: "
+                f"{parts} ({added} during this epoch)")
+        self.lines.append(line)
+        print(line, flush=True)
 
 
 class HistoryCSV(keras.callbacks.CSVLogger):

@@ -273,6 +273,9 @@ def _train_in(config, root, strategy, extra_callbacks, verbose,
     def callbacks(step_offset, start_position):
         nan_guard = cb.NanGuard()
         result = [nan_guard, cb.LearningRateLogger()]
+        if coco is not None and config.data.on_error == "skip":
+            result.append(cb.SkipTotals(lambda: coco.skipped,
+                                        coco.annotation_file))
         if evaluator is not None:
             result.append(cb.CocoEvalCallback(
                 lambda: evaluator(model.network),

@@ -4,8 +4,13 @@ The exported network stays the family's plain network (``self.network``);
 the wrapper only adds ``compute_loss`` and one ``Mean`` tracker per loss
 item, which appear in the progress bar, the history and TensorBoard. The
 loss is the family's (``Family.make_loss``): an object with ``item_names``
-and ``loss_items(y, y_pred) -> (items, total)``.
+and ``loss_items(y, y_pred) -> (items, total)``; a ``loss_items`` with a
+``step`` argument also gets the optimizer step (``optimizer.iterations``,
+part of every backup), to seed random choices statelessly so that a resumed
+run makes the uninterrupted run's draws.
 """
+
+import inspect
 
 import keras
 import tensorflow as tf
@@ -32,6 +37,8 @@ class TrainModel(keras.Model):
                             f"{loss!r}")
         self.network = network
         self.training_loss = loss
+        self._loss_takes_step = "step" in inspect.signature(
+            loss.loss_items).parameters
         self.item_names = tuple(loss.item_names)
         self.item_trackers = [keras.metrics.Mean(name=name)
                               for name in self.item_names]
@@ -60,7 +67,11 @@ class TrainModel(keras.Model):
 
     def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None,
                      training=True):
-        items, total = self.training_loss.loss_items(y, y_pred)
+        extra = {}
+        if self._loss_takes_step:
+            extra["step"] = (None if self.optimizer is None
+                             else self.optimizer.iterations)
+        items, total = self.training_loss.loss_items(y, y_pred, **extra)
         for name, tracker in zip(self.item_names, self.item_trackers):
             tracker.update_state(items[name])
         # The items are means over the per-replica batch, and gradients are

@@ -167,8 +167,21 @@ def test_splice_joins_models_in_order(tmp_path):
         [("a", first, {"images": "images"}),
          ("b", second, {"y": "a/y", "images": "images"})],
         inputs=["images"], outputs={"z": "b/z", "y": "a/y"})
+    from tensorflow.lite.tools import flatbuffer_utils
+
+    model = flatbuffer_utils.convert_bytearray_to_object(bytearray(joined))
+    assert len(model.subgraphs) == 3  # main + the loop's cond and body
     runner = Interpreter(model_content=joined).get_signature_runner("serve")
     x = np.arange(6, dtype=np.float32).reshape(2, 3)
     out = runner(images=x)
     np.testing.assert_allclose(out["y"], 2 * x + 1)
     np.testing.assert_allclose(out["z"], 3 * (2 * x + 1) - x)
+
+
+def test_benchmark_command_times_the_int8_route(capsys):
+    assert cli.main(["--quiet", "benchmark", "--config", TINY, "--formats",
+                     "tflite_int8_e2e", "--batch-sizes", "1", "2",
+                     "--warmup", "0", "--runs", "1"]) == 0
+    rows = [line for line in capsys.readouterr().out.splitlines()
+            if line.startswith("| tflite_int8_e2e |")]
+    assert [row.split("|")[2].strip() for row in rows] == ["1", "2"]

@@ -134,7 +134,7 @@ class YolactFamily(registry.Family):
                 **common),
             "loss_mask": terms.YolactMaskLoss(
                 config.image_size, loss_weight=loss.mask_weight,
-                max_masks=loss.max_masks, **common),
+                max_masks=loss.max_masks, seed=config.train.seed, **common),
             "loss_segm": terms.YolactSegmLoss(loss_weight=loss.segm_weight,
                                               **common),
         })

@@ -14,7 +14,9 @@ normalised as mmdet does, so their sum is mmdet's total loss:
 * ``YolactBoxLoss``: smooth-L1 (beta 1) on the DeltaXYWH targets of the
   positives, same normaliser, weight 1.5.
 * ``YolactMaskLoss``: per positive (a random subset of at most
-  ``max_masks`` per image), ``sigmoid(protos @ coeff)`` cropped to the
+  ``max_masks`` per image, drawn statelessly from ``(seed, step)``: the
+  same optimizer step draws the same subset, so a resumed run repeats an
+  uninterrupted one), ``sigmoid(protos @ coeff)`` cropped to the
   matched GT box (padding 1), BCE against the resized GT mask, mean over
   pixels, divided by the GT box area relative to the image, summed, times
   ``loss_weight`` (8 for the ATSS configs, 6.125 for fixed IoU), divided
@@ -156,7 +158,14 @@ class YolactMaskLoss(_YolactLoss):
         image_size: ``(H, W)`` of the network input (crop and re-weighting).
         max_masks: masks per image at most (a random subset beyond).
         loss_weight: 8 (ATSS configs) or 6.125 (fixed-IoU baseline).
-        seed: optional seed of the subset selection.
+        seed: seed of the subset selection (None: 0).
+
+    ``call(y_true, y_pred, step=None)``: ``step`` (the optimizer step,
+    ``training.TrainModel`` passes it; None: 0) and ``seed`` seed a
+    stateless draw (``tf.random.stateless_uniform``), so the subset depends
+    on nothing but the step and the data -- not on how many draws the
+    process made before, which a killed-and-resumed run would not repeat.
+    Every replica of a step draws the same keys for its own images.
     """
 
     def __init__(self, image_size, num_classes=80, num_anchors=1,
@@ -174,21 +183,25 @@ class YolactMaskLoss(_YolactLoss):
                        "max_masks": self.max_masks, "seed": self.seed})
         return config
 
-    def select(self, positive):
-        """Indices ``(B, M)`` of at most ``max_masks`` positives + validity."""
+    def select(self, positive, step=None):
+        """Indices ``(B, M)`` of at most ``max_masks`` positives + validity
+        (a uniform random subset, the same for the same ``step``)."""
         num = positive.shape[1]
         k = min(self.max_masks, num)
-        keys = tf.random.uniform(tf.shape(positive), 1.0, 2.0, seed=self.seed)
+        seed = tf.stack([
+            tf.constant(self.seed or 0, tf.int64),
+            tf.cast(0 if step is None else step, tf.int64)])
+        keys = tf.random.stateless_uniform(tf.shape(positive), seed, 1.0, 2.0)
         keys = tf.where(positive, keys, 0.0)
         best, index = tf.math.top_k(keys, k=k, sorted=False)
         return index, best > 0.0
 
-    def call(self, y_true, y_pred):
+    def call(self, y_true, y_pred, step=None):
         protos = tf.cast(y_pred["protos"], tf.float32)          # (B,Hp,Wp,P)
         coeffs = concat_levels(y_pred, "coeff_pred", self.num_anchors)
         matched = tf.cast(y_true["matched_gt"], tf.int32)
         positive = matched >= 0
-        index, valid = self.select(positive)
+        index, valid = self.select(positive, step)
         coeff = tf.gather(coeffs, index, batch_dims=1)            # (B,M,P)
         gt_index = tf.maximum(tf.gather(matched, index, batch_dims=1), 0)
         gt_boxes = tf.gather(tf.cast(y_true["gt_boxes"], tf.float32),
@@ -285,9 +298,13 @@ class YolactTrainingLoss:
     def __iter__(self):
         return iter(self.item_names)
 
-    def loss_items(self, y, y_pred):
+    def loss_items(self, y, y_pred, step=None):
+        """``(items, total)``; ``step`` (the optimizer step) seeds the mask
+        subset (``YolactMaskLoss``)."""
         # ``call`` directly: each term is already the normalised batch
         # total, and Loss.__call__ would cast the integer targets to float.
-        items = {name: self.terms[name].call(y, y_pred)
+        items = {name: (self.terms[name].call(y, y_pred, step=step)
+                        if name == "loss_mask"
+                        else self.terms[name].call(y, y_pred))
                  for name in self.item_names}
         return items, tf.add_n(list(items.values()))
