@@ -208,11 +208,14 @@ def test_yolact_keys_in_an_orienmask_file_name_file_and_key(tmp_path):
                                           r"architecture is 'orienmask' \(set "
                                           r"model.architecture: yolact"):
         load_config(path)
-    path.write_text("targets:\n  assigner: atss_maiou\n")
-    with pytest.raises(ConfigError, match=r"exp.yaml: 'targets' is a YOLACT "
-                                          r"setting"):
+    # Both families have a targets section (OrienMask: the assigner); a
+    # YOLACT-only key in it names the key.
+    path.write_text("targets:\n  assigner: fixed_iou\n  ignore_iof_thr: 0.5\n")
+    with pytest.raises(ConfigError, match=r"exp.yaml: 'targets.ignore_iof_thr' "
+                                          r"is a YOLACT setting"):
         load_config(path)
     # Switching architecture on the command line takes the YOLACT defaults.
     config = load_config(path, ["model.architecture=yolact"])
-    assert config.targets.assigner == "atss_maiou"
+    assert config.targets.assigner == "fixed_iou"
+    assert config.targets.ignore_iof_thr == 0.5
     assert config.image_size == (550, 550)
