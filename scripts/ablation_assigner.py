@@ -465,8 +465,9 @@ def reading(args, results):
                        ", beyond twice its standard error" if
                        abs(delta) > 2 * se else
                        ", within twice its standard error")
+            error = "n/a, one seed" if se != se else f"{se:.1f}"
             texts.append(f"{label} AP {delta:+.1f} (standard error "
-                         f"{se:.1f}{verdict})")
+                         f"{error}{verdict})")
         parts.append(f"`{a}` - `{b}`: " + ", ".join(texts))
     steps = [results[k]["steps"] for k in results]
     best = max(100 * r["coco"]["segm"]["AP"] for r in results.values())
@@ -478,8 +479,8 @@ def reading(args, results):
             "three positives (the YOLO rule one), so the box, objectness "
             "and, through Eq. 5, orientation losses get about three times "
             "the positive terms per instance, which alone speeds up early "
-            "training; with 3 seeds, differences within twice their "
-            "standard error are not distinguishable.")
+            f"training; with {len(args.seeds)} seed(s), differences within "
+            "twice their standard error are not distinguishable.")
 
 
 def table(args, results, encoding, wall, machine):
