@@ -50,6 +50,17 @@ masks), end to end (one call for ours; transform + forward + postprocess for
 the official code), ms / image, images / s, CPU time / wall, detections per
 image, and the end-to-end ratio against the official pipeline in this run.
 
+OpenMP: torch's CPU kernels use libgomp, whose threads spin while they wait
+at a barrier. On a machine shared with other jobs a spinning thread burns
+the time slice its partner needs: measured here at load average ~6.5, the
+official pipeline took 5.1-9.6 s per image with the default policy and
+1.9-3.5 s with ``OMP_WAIT_POLICY=PASSIVE`` (two processes, alternating
+blocks), against 0.83 s on a quiet machine (issue 18): the default policy
+made the official side 6-11x slower, passive waiting 2-4x, the order of
+what our side lost to the same load. The official process therefore runs
+with ``OMP_WAIT_POLICY=PASSIVE`` unless ``--omp-wait-policy default``; on a
+quiet machine the two settings should agree closely.
+
 ``--official-timings FILE`` replaces the official process by recorded
 figures (a file ``--save-official-timings`` wrote): then neither torch nor the
 checkout is needed (the suite runs it on a tiny config), and the table says
@@ -449,12 +460,13 @@ def _tflite_signature(flatbuffer, threads):
 class Worker:
     """A worker process of this script, driven over stdin / stdout."""
 
-    def __init__(self, kind, spec, work):
+    def __init__(self, kind, spec, work, extra_env=None):
         path = work / f"{kind}_spec.json"
         path.write_text(json.dumps(spec))
         env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2",
                    PYTHONPATH=os.pathsep.join(
-                       [str(REPO), os.environ.get("PYTHONPATH", "")]))
+                       [str(REPO), os.environ.get("PYTHONPATH", "")]),
+                   **(extra_env or {}))
         self.kind = kind
         self.process = subprocess.Popen(
             [sys.executable, __file__, "--worker", kind, "--spec", str(path)],
@@ -616,6 +628,13 @@ def main():
     parser.add_argument("--warmup", type=int, default=1,
                         help="untimed runs before the first block of each "
                              "batch size")
+    parser.add_argument(
+        "--omp-wait-policy", choices=("passive", "default"),
+        default="passive",
+        help="OpenMP wait policy of the official (torch) process: passive "
+             "(OMP_WAIT_POLICY=PASSIVE) or libgomp's default spin-wait, "
+             "which on a shared machine burns the time slices of torch's "
+             "threads (see the module docstring)")
     parser.add_argument("--budget-minutes", type=float, default=10.0,
                         help="blocks after the first of each batch size run "
                              "only while the whole run stays within this")
@@ -653,7 +672,9 @@ def main():
                 official = Worker("official", dict(
                     common, official=os.path.abspath(args.official),
                     weights=weights,
-                    weights_out=str(work / "weights.npz")), work)
+                    weights_out=str(work / "weights.npz")), work,
+                    {"OMP_WAIT_POLICY": "PASSIVE"}
+                    if args.omp_wait_policy == "passive" else None)
                 workers.append(official)
                 official_info = official.receive()["ready"]
                 weights = str(work / "weights.npz")
@@ -705,7 +726,8 @@ def main():
                          for b in args.batch_sizes}
         official_note = (
             f"official: measured in this run (torch {official_info['torch']}"
-            f", 2 threads; weights: {official_info['weights']})")
+            f", 2 threads, OpenMP wait policy {args.omp_wait_policy}; "
+            f"weights: {official_info['weights']})")
         if args.save_official_timings:
             out = {"recorded": timestamp(), "machine": ours_info["machine"],
                    "torch": official_info["torch"],

@@ -68,7 +68,8 @@ def throughput(args):
     from orienmask_tf.export.saved_model import export_saved_model
 
     _threads()
-    config = load_config(str(REPO / "configs" / CONFIGS[args.arch]))
+    config = load_config(str(REPO / "configs" / CONFIGS[args.arch]),
+                         args.overrides)
     model = config.family.build_network(config)
     anchors, decode = config.family.inference_args(config)
     height, width = config.image_size
@@ -128,7 +129,8 @@ def throughput(args):
         f"{height}x{width})",
         "",
         f"`python scripts/benchmark_quantized.py throughput --arch "
-        f"{args.arch}`, {timestamp()}; {describe_machine()}; load average "
+        f"{args.arch}" + "".join(f" --set {o}" for o in args.overrides)
+        + f"`, {timestamp()}; {describe_machine()}; load average "
         f"{load:.1f} at the end"
         + (" (the machine was shared with other jobs: absolute times are "
            "inflated, the alternating blocks give both pipelines the same "
@@ -247,6 +249,10 @@ def main():
     speed.add_argument("--arch", choices=sorted(CONFIGS), default="orienmask")
     speed.add_argument("--batch-sizes", type=int, nargs="+",
                        default=[1, 4, 8])
+    speed.add_argument("--set", dest="overrides", action="append",
+                       default=[], metavar="KEY=VALUE",
+                       help="config override, e.g. decode.score_thr=0 so "
+                            "that random YOLACT weights keep detections")
     speed.add_argument("--blocks", type=int, default=2)
     speed.add_argument("--runs", type=int, default=2)
     quality = modes.add_parser("accuracy", help="AP fp32 vs int8")

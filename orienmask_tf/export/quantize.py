@@ -8,8 +8,9 @@ resized inside, as ``serving_default``) and returns what
 ``serving_default`` returns: ``boxes`` (x1, y1, x2, y2 in original pixels),
 ``scores``, ``classes``, ``num_detections`` and ``masks`` (uint8 at the
 network resolution), the detections scoring >= ``score_threshold`` first,
-cut to the largest count of the batch. Inside, three parts run in order in
-one subgraph:
+padded to the decoder's number of rows (static shapes; ``int8_runner`` cuts
+them to the largest count of the batch, as ``serving_default`` returns
+them). Inside, three parts run in order in one subgraph:
 
 1. float resize (bilinear, half-pixel = OpenCV ``INTER_LINEAR``) and
    ``/ 255``;
@@ -141,12 +142,25 @@ def end_to_end_stages(model, image_size, anchors, decode_kwargs,
 
     def decode(images, *raw):
         outputs = inference.decode_raw(dict(zip(raw_keys, raw)))
-        # TFLite's SELECT takes no uint8: compact the masks as bool.
-        outputs["masks"] = tf.cast(outputs["masks"], tf.bool)
         shape = tf.shape(images)
         sizes = tf.tile(shape[None, 1:3], [batch, 1])
-        out = inference._compact(inference._to_original(outputs, sizes))
-        return dict(out, masks=tf.cast(out["masks"], tf.uint8))
+        outputs = inference._to_original(outputs, sizes)
+        masks = outputs["masks"]
+        # Static shapes: every row is returned (the runner cuts them to the
+        # largest kept count, as serving_default does).
+        if score_threshold > 0:
+            # TFLite's SELECT takes no uint8: compact the masks as bool.
+            out = inference._compact(dict(outputs,
+                                          masks=tf.cast(masks, tf.bool)),
+                                     cut=False)
+            return dict(out, masks=tf.cast(out["masks"], tf.uint8))
+        # Threshold 0 keeps every valid detection, which the decoders put
+        # first with all-zero padding masks (DETECTION_KEYS): the masks stay
+        # as they are -- no gather and select over ~30 M pixels per image,
+        # each a full pass in TFLite.
+        out = inference._compact(dict(outputs, masks=masks[:, :, :1, :1]),
+                                 cut=False)
+        return dict(out, masks=masks)
 
     decode_signature = [pixels] + [
         tf.TensorSpec(raw_specs[k].shape, tf.float32, name=k)
@@ -338,7 +352,13 @@ def _renumber_op(op, opcode_offset, subgraph_map, tensor_map):
 def int8_runner(flatbuffer_or_path, num_threads=None):
     """Load the end-to-end model once; returns ``images -> dict of arrays``
     (``images``: uint8 ``(B, h, w, 3)``, B the model's batch; a new image
-    size re-plans the interpreter)."""
+    size re-plans the interpreter).
+
+    The file returns every decoder row (static shapes; rows past
+    ``num_detections`` are padding: class -1, zero score, box and mask);
+    the runner cuts them to the largest ``num_detections`` of the batch,
+    which gives exactly ``serving_default``'s outputs.
+    """
     from ai_edge_litert.interpreter import Interpreter
 
     if isinstance(flatbuffer_or_path, (bytes, bytearray)):
@@ -357,6 +377,9 @@ def int8_runner(flatbuffer_or_path, num_threads=None):
             raise ValueError(f"images must be uint8 ({batch}, height, width,"
                              f" 3) for this model, got {images.dtype} "
                              f"{images.shape}")
-        return {k: np.array(v) for k, v in runner(images=images).items()}
+        out = runner(images=images)
+        length = int(np.max(out["num_detections"], initial=0))
+        return {k: np.array(v if k == "num_detections" else v[:, :length])
+                for k, v in out.items()}
 
     return run

@@ -123,14 +123,17 @@ class InferenceModel(tf.Module):
         valid = detections["classes"] >= 0
         return dict(detections, boxes=tf.where(valid[..., None], boxes, 0.0))
 
-    def _compact(self, detections):
+    def _compact(self, detections, cut=True):
         """Keep detections with score >= threshold, in their order, first;
-        cut every output to the largest kept count of the batch."""
+        cut every output to the largest kept count of the batch (``cut=
+        False``: keep every row, padding after the kept ones; static
+        shapes, as TFLite wants them)."""
         keep = ((detections["classes"] >= 0)
                 & (detections["scores"] >= self.score_threshold))
         order = tf.argsort(tf.cast(~keep, tf.int32), axis=1, stable=True)
         count = tf.reduce_sum(tf.cast(keep, tf.int32), axis=1)
-        length = tf.reduce_max(tf.concat([count, [0]], 0))
+        length = (tf.reduce_max(tf.concat([count, [0]], 0)) if cut
+                  else tf.shape(detections["scores"])[1])
         out = {}
         for key in ("boxes", "scores", "classes", "masks"):
             value = tf.gather(detections[key], order, batch_dims=1)[:, :length]

@@ -185,3 +185,54 @@ def test_benchmark_command_times_the_int8_route(capsys):
     rows = [line for line in capsys.readouterr().out.splitlines()
             if line.startswith("| tflite_int8_e2e |")]
     assert [row.split("|")[2].strip() for row in rows] == ["1", "2"]
+
+
+def test_score_threshold_compacts_like_serving_default(quantized):
+    from orienmask_tf.export.quantize import convert_int8_end_to_end
+    from orienmask_tf.export.quantize import int8_runner
+
+    plain = quantized["plain"]
+    images = testing.uint8_images(1, 70, 90, seed=5)
+    full = {k: np.asarray(v) for k, v in plain.detect_uint8(images).items()}
+    n = int(full["num_detections"][0])
+    threshold = float(np.sort(full["scores"][0, :n])[n // 2])
+    calibration = [testing.random_images(1, 64, 96, seed=30 + i)
+                   for i in range(2)]
+    run = int8_runner(convert_int8_end_to_end(
+        plain.model, plain.image_size, plain.anchors, plain.decode_kwargs,
+        calibration, score_threshold=threshold))
+    got = run(images)
+    expected = {k: np.asarray(v) for k, v in InferenceModel(
+        plain.model, plain.image_size, plain.anchors, plain.decode_kwargs,
+        jit_compile=False, score_threshold=threshold).detect_uint8(
+            images).items()}
+    kept = int(got["num_detections"][0])
+    assert 0 < kept < n
+    assert abs(kept - int(expected["num_detections"][0])) <= max(2, kept // 5)
+    assert np.all(got["scores"][0, :kept] >= threshold)
+    assert got["boxes"].shape[1] == kept   # cut to the kept count
+    matched, agreement = _matched(got, expected)
+    assert matched >= 0.8 and agreement >= 0.95, (matched, agreement)
+
+
+def test_no_detection_gives_empty_outputs(quantized):
+    # Random YOLACT weights give no detection above score_thr: the file
+    # keeps static shapes and the runner cuts to zero rows.
+    from orienmask_tf.export.quantize import convert_int8_end_to_end
+    from orienmask_tf.export.quantize import convert_int8_network
+    from orienmask_tf.export.quantize import int8_runner
+
+    plain = quantized["plain"]
+    args = (plain.model, plain.image_size, plain.anchors)
+    network = convert_int8_network(
+        *args, plain.decode_kwargs, [testing.random_images(1, 64, 96, 40)])
+    images = testing.uint8_images(1, 50, 60, seed=6)
+    for threshold, decode in ((2.0, plain.decode_kwargs),
+                              (0.0, dict(plain.decode_kwargs,
+                                         conf_thresh=0.999))):
+        out = int8_runner(convert_int8_end_to_end(
+            *args, decode, score_threshold=threshold, network=network))(
+                images)
+        assert out["num_detections"].tolist() == [0]
+        assert out["boxes"].shape == (1, 0, 4)
+        assert out["masks"].shape == (1, 0, 64, 96)
